@@ -1,0 +1,1 @@
+//! Benchmarks of the ABI host and the proxy.
