@@ -1,0 +1,309 @@
+//! Header maps as guests see them: ordered, lower-case, with pseudo-headers first, plus a log
+//! of the edits so that the embedder can apply them to its own header type.
+
+use http::{HeaderName, HeaderValue};
+
+use crate::types::{HostResult, Status};
+
+/// An HTTP/2-style pseudo-header. Envoy shows them in the maps; filters read and rewrite them
+/// (`:path` rewrites, `:authority` routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pseudo {
+    Authority,
+    Path,
+    Method,
+    Scheme,
+    Status,
+}
+
+impl Pseudo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authority => ":authority",
+            Self::Path => ":path",
+            Self::Method => ":method",
+            Self::Scheme => ":scheme",
+            Self::Status => ":status",
+        }
+    }
+
+    fn parse(name: &[u8]) -> Option<Self> {
+        Some(match name {
+            b":authority" => Self::Authority,
+            b":path" => Self::Path,
+            b":method" => Self::Method,
+            b":scheme" => Self::Scheme,
+            b":status" => Self::Status,
+            _ => return None,
+        })
+    }
+
+    /// Checks a value a guest wants to give this pseudo-header, so that what reaches the wire
+    /// is always a well-formed request line or status line.
+    fn validate(self, value: &[u8]) -> bool {
+        match self {
+            Self::Path => {
+                !value.is_empty()
+                    && (value[0] == b'/' || value == b"*")
+                    && value.iter().all(|&b| b > 0x20 && b != 0x7f)
+            }
+            Self::Method => http::Method::from_bytes(value).is_ok(),
+            Self::Authority => !value.is_empty() && http::uri::Authority::try_from(value).is_ok(),
+            Self::Scheme => value == b"http" || value == b"https",
+            Self::Status => {
+                value.len() == 3 && value.iter().all(u8::is_ascii_digit) && value[0] != b'0'
+            }
+        }
+    }
+}
+
+/// A field name: a pseudo-header or a regular header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldName {
+    Pseudo(Pseudo),
+    Header(HeaderName),
+}
+
+impl FieldName {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Pseudo(p) => p.as_str().as_bytes(),
+            Self::Header(h) => h.as_str().as_bytes(),
+        }
+    }
+}
+
+/// One change a guest made, in order, for the embedder to replay on its own headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// A value was appended (`proxy_add_header_map_value`).
+    Append(HeaderName, HeaderValue),
+    /// Every value of the name was replaced by this one (`proxy_replace_header_map_value`).
+    Replace(HeaderName, HeaderValue),
+    /// Every value of the name was removed.
+    Remove(HeaderName),
+    /// Every regular header was removed (`proxy_set_header_map_pairs`, followed by Appends).
+    Clear,
+    /// A pseudo-header got a new value; read it from the map.
+    Pseudo(Pseudo),
+}
+
+/// An ordered multimap of lower-case names to values, as Envoy's header maps.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderMap {
+    entries: Vec<(FieldName, HeaderValue)>,
+    edits: Vec<Edit>,
+}
+
+/// Why a guest's write to a header map was refused.
+fn bad() -> Status {
+    Status::BadArgument
+}
+
+impl HeaderMap {
+    pub fn with_capacity(n: usize) -> Self {
+        HeaderMap {
+            entries: Vec::with_capacity(n),
+            edits: Vec::new(),
+        }
+    }
+
+    /// Adds a pseudo-header while capturing the embedder's headers (no edit is recorded).
+    pub fn push_pseudo(&mut self, pseudo: Pseudo, value: HeaderValue) {
+        self.entries.push((FieldName::Pseudo(pseudo), value));
+    }
+
+    /// Adds a header while capturing the embedder's headers (no edit is recorded).
+    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        self.entries.push((FieldName::Header(name), value));
+    }
+
+    /// Number of entries, pseudo-headers included (the `num_headers` of the callbacks).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Envoy's `byteSize()`: the sum of name and value lengths.
+    pub fn byte_size(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, v)| k.as_bytes().len() + v.len())
+            .sum()
+    }
+
+    /// All entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FieldName, &HeaderValue)> + Clone {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// All entries as byte pairs, for the pairs codec.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.entries
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+    }
+
+    /// The first value of `name` (matched without regard to case, as Envoy lower-cases keys).
+    pub fn get(&self, name: &[u8]) -> Option<&HeaderValue> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The value of a pseudo-header.
+    pub fn pseudo(&self, pseudo: Pseudo) -> Option<&HeaderValue> {
+        self.entries.iter().find_map(|(k, v)| match k {
+            FieldName::Pseudo(p) if *p == pseudo => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The edits made since capture (or since [`HeaderMap::take_edits`]).
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// Whether a guest changed the map.
+    pub fn is_modified(&self) -> bool {
+        !self.edits.is_empty()
+    }
+
+    /// Takes the edit log, leaving it empty.
+    pub fn take_edits(&mut self) -> Vec<Edit> {
+        std::mem::take(&mut self.edits)
+    }
+
+    /// `proxy_add_header_map_value`: appends a value; duplicates are allowed. For a
+    /// pseudo-header, which has one value, it sets the value.
+    pub fn add(&mut self, name: &[u8], value: &[u8], max_bytes: usize) -> HostResult {
+        match parse_field(name, value, max_bytes)? {
+            (FieldName::Pseudo(p), v) => self.set_pseudo(p, v),
+            (FieldName::Header(h), v) => {
+                self.entries.push((FieldName::Header(h.clone()), v.clone()));
+                self.edits.push(Edit::Append(h, v));
+            }
+        }
+        Ok(())
+    }
+
+    /// `proxy_replace_header_map_value`: the name gets exactly this one value.
+    pub fn replace(&mut self, name: &[u8], value: &[u8], max_bytes: usize) -> HostResult {
+        match parse_field(name, value, max_bytes)? {
+            (FieldName::Pseudo(p), v) => self.set_pseudo(p, v),
+            (FieldName::Header(h), v) => {
+                let mut seen = false;
+                self.entries.retain_mut(|(k, val)| {
+                    if !matches!(k, FieldName::Header(n) if *n == h) {
+                        return true;
+                    }
+                    if seen {
+                        return false;
+                    }
+                    seen = true;
+                    *val = v.clone();
+                    true
+                });
+                if !seen {
+                    self.entries.push((FieldName::Header(h.clone()), v.clone()));
+                }
+                self.edits.push(Edit::Replace(h, v));
+            }
+        }
+        Ok(())
+    }
+
+    /// `proxy_remove_header_map_value`: removes every value of the name; a missing name is Ok.
+    /// Pseudo-headers cannot be removed: a request without `:path` cannot be forwarded.
+    pub fn remove(&mut self, name: &[u8]) -> HostResult {
+        if name.first() == Some(&b':') {
+            return Err(bad());
+        }
+        let Ok(h) = HeaderName::from_bytes(name) else {
+            // Nothing by an invalid name can be present.
+            return Ok(());
+        };
+        let before = self.entries.len();
+        self.entries
+            .retain(|(k, _)| !matches!(k, FieldName::Header(n) if *n == h));
+        if self.entries.len() != before {
+            self.edits.push(Edit::Remove(h));
+        }
+        Ok(())
+    }
+
+    /// `proxy_set_header_map_pairs`: replaces every regular header. Pseudo-headers given are
+    /// set; those left out keep their value. All-or-nothing: one bad entry changes nothing.
+    pub fn set_all<'a>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        max_bytes: usize,
+    ) -> HostResult {
+        let mut parsed = Vec::new();
+        for (k, v) in pairs {
+            parsed.push(parse_field(k, v, max_bytes)?);
+        }
+        self.entries
+            .retain(|(k, _)| matches!(k, FieldName::Pseudo(_)));
+        self.edits.push(Edit::Clear);
+        for (name, value) in parsed {
+            match name {
+                FieldName::Pseudo(p) => self.set_pseudo(p, value),
+                FieldName::Header(h) => {
+                    self.entries
+                        .push((FieldName::Header(h.clone()), value.clone()));
+                    self.edits.push(Edit::Append(h, value));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_pseudo(&mut self, pseudo: Pseudo, value: HeaderValue) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|(k, _)| *k == FieldName::Pseudo(pseudo))
+        {
+            Some((_, v)) => *v = value,
+            None => {
+                let at = self
+                    .entries
+                    .iter()
+                    .position(|(k, _)| matches!(k, FieldName::Header(_)))
+                    .unwrap_or(self.entries.len());
+                self.entries.insert(at, (FieldName::Pseudo(pseudo), value));
+            }
+        }
+        self.edits.push(Edit::Pseudo(pseudo));
+    }
+}
+
+/// Checks a name and value a guest wants to write: a valid lower-cased header name or a known
+/// pseudo-header, a value without CR, LF, NUL or other control bytes, within the size cap.
+fn parse_field(
+    name: &[u8],
+    value: &[u8],
+    max_bytes: usize,
+) -> HostResult<(FieldName, HeaderValue)> {
+    if name.len().saturating_add(value.len()) > max_bytes {
+        return Err(bad());
+    }
+    let value = HeaderValue::from_bytes(value).map_err(|_| bad())?;
+    if name.first() == Some(&b':') {
+        let pseudo = Pseudo::parse(name).ok_or_else(bad)?;
+        if !pseudo.validate(value.as_bytes()) {
+            return Err(bad());
+        }
+        return Ok((FieldName::Pseudo(pseudo), value));
+    }
+    let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
+    Ok((FieldName::Header(name), value))
+}
+
+#[cfg(test)]
+mod tests;

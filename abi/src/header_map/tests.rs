@@ -1,0 +1,158 @@
+use super::*;
+
+const MAX: usize = 1 << 16;
+
+fn request() -> HeaderMap {
+    let mut m = HeaderMap::with_capacity(8);
+    m.push_pseudo(Pseudo::Authority, HeaderValue::from_static("example.com"));
+    m.push_pseudo(Pseudo::Path, HeaderValue::from_static("/a"));
+    m.push_pseudo(Pseudo::Method, HeaderValue::from_static("GET"));
+    m.push(
+        HeaderName::from_static("accept"),
+        HeaderValue::from_static("*/*"),
+    );
+    m.push(
+        HeaderName::from_static("x-multi"),
+        HeaderValue::from_static("1"),
+    );
+    m.push(
+        HeaderName::from_static("x-multi"),
+        HeaderValue::from_static("2"),
+    );
+    m
+}
+
+fn names(m: &HeaderMap) -> Vec<String> {
+    m.pairs()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(v)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn get_ignores_case_and_returns_first_value() {
+    let m = request();
+    assert_eq!(m.get(b"X-Multi").unwrap(), "1");
+    assert_eq!(m.get(b":path").unwrap(), "/a");
+    assert!(m.get(b"missing").is_none());
+    assert!(!m.is_modified());
+}
+
+#[test]
+fn add_appends_and_lowercases() {
+    let mut m = request();
+    m.add(b"X-New", b"v", MAX).unwrap();
+    m.add(b"x-multi", b"3", MAX).unwrap();
+    assert_eq!(names(&m)[6..], ["x-new=v", "x-multi=3"]);
+    assert_eq!(
+        m.edits(),
+        &[
+            Edit::Append(
+                HeaderName::from_static("x-new"),
+                HeaderValue::from_static("v")
+            ),
+            Edit::Append(
+                HeaderName::from_static("x-multi"),
+                HeaderValue::from_static("3")
+            ),
+        ]
+    );
+}
+
+#[test]
+fn replace_keeps_position_and_drops_duplicates() {
+    let mut m = request();
+    m.replace(b"x-multi", b"only", MAX).unwrap();
+    assert_eq!(names(&m)[3..], ["accept=*/*", "x-multi=only"]);
+    m.replace(b"x-absent", b"v", MAX).unwrap();
+    assert_eq!(names(&m).last().unwrap(), "x-absent=v");
+}
+
+#[test]
+fn remove_removes_every_value_and_missing_is_ok() {
+    let mut m = request();
+    m.remove(b"X-MULTI").unwrap();
+    assert!(m.get(b"x-multi").is_none());
+    assert_eq!(m.edits().len(), 1);
+    m.remove(b"not-there").unwrap();
+    m.remove(b"bad name").unwrap();
+    assert_eq!(m.edits().len(), 1, "removing nothing records nothing");
+}
+
+#[test]
+fn pseudo_headers_are_validated_and_cannot_be_removed() {
+    let mut m = request();
+    m.replace(b":path", b"/b?q=1", MAX).unwrap();
+    assert_eq!(m.pseudo(Pseudo::Path).unwrap(), "/b?q=1");
+    assert_eq!(m.edits(), &[Edit::Pseudo(Pseudo::Path)]);
+    for bad in [&b"/a b"[..], b"", b"no-slash", b"/a\r\nHost: evil"] {
+        assert_eq!(m.replace(b":path", bad, MAX), Err(Status::BadArgument));
+    }
+    assert_eq!(
+        m.replace(b":method", b"G ET", MAX),
+        Err(Status::BadArgument)
+    );
+    assert_eq!(m.replace(b":status", b"20", MAX), Err(Status::BadArgument));
+    assert_eq!(m.replace(b":unknown", b"x", MAX), Err(Status::BadArgument));
+    assert_eq!(m.remove(b":path"), Err(Status::BadArgument));
+    assert_eq!(m.pseudo(Pseudo::Path).unwrap(), "/b?q=1");
+}
+
+#[test]
+fn injection_attempts_are_refused() {
+    let mut m = request();
+    for value in [&b"x\r\nX-Injected: 1"[..], b"x\n", b"x\r", b"a\0b"] {
+        assert_eq!(m.add(b"x-v", value, MAX), Err(Status::BadArgument));
+        assert_eq!(m.replace(b"x-v", value, MAX), Err(Status::BadArgument));
+    }
+    for name in [&b"x v"[..], b"x\r\nh", b"", b"x:y", b"a\0"] {
+        assert_eq!(m.add(name, b"v", MAX), Err(Status::BadArgument));
+    }
+    assert!(!m.is_modified());
+}
+
+#[test]
+fn size_cap_applies_to_name_plus_value() {
+    let mut m = HeaderMap::default();
+    assert_eq!(m.add(b"x", &[b'a'; 10], 10), Err(Status::BadArgument));
+    m.add(b"x", &[b'a'; 9], 10).unwrap();
+}
+
+#[test]
+fn set_all_keeps_missing_pseudo_headers_and_is_atomic() {
+    let mut m = request();
+    let pairs: [(&[u8], &[u8]); 2] = [(b"one", b"1"), (b":path", b"/new")];
+    m.set_all(pairs, MAX).unwrap();
+    assert_eq!(
+        names(&m),
+        [
+            ":authority=example.com",
+            ":path=/new",
+            ":method=GET",
+            "one=1"
+        ]
+    );
+
+    let before = names(&m);
+    let bad: [(&[u8], &[u8]); 2] = [(b"two", b"2"), (b"bad\n", b"x")];
+    assert_eq!(m.set_all(bad, MAX), Err(Status::BadArgument));
+    assert_eq!(names(&m), before);
+}
+
+#[test]
+fn byte_size_sums_names_and_values() {
+    let mut m = HeaderMap::default();
+    m.add(b"ab", b"cde", MAX).unwrap();
+    m.add(b":status", b"200", MAX).unwrap();
+    assert_eq!(m.byte_size(), 2 + 3 + 7 + 3);
+    assert_eq!(
+        names(&m),
+        [":status=200", "ab=cde"],
+        "pseudo-headers go first"
+    );
+}

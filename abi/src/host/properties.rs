@@ -1,0 +1,193 @@
+//! Properties: proxy-wasm ABI v0.2.1 §Properties (`proxy_get_property`, `proxy_set_property`),
+//! with Envoy's attribute names and binary encodings.
+
+use std::time::UNIX_EPOCH;
+
+use wasmtime::{Caller, Linker};
+
+use crate::header_map::{HeaderMap, Pseudo};
+use crate::host::{check_allowed, code, unimplemented_fn};
+use crate::memory::{return_bytes, slice, split};
+use crate::pairs;
+use crate::state::HostState;
+use crate::stream::{HttpStream, MapState};
+use crate::types::{MapType, Status};
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap("env", "proxy_get_property", get_property)?;
+    unimplemented_fn!(linker, "proxy_set_property", (u32, u32, u32, u32));
+    Ok(())
+}
+
+/// A property value before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    Bytes(Vec<u8>),
+    Int(i64),
+    Bool(bool),
+    /// Encoded in the pairs format, as Envoy encodes maps.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl Value {
+    /// Envoy's encoding: raw bytes for strings, 8-byte little-endian integers (timestamps in
+    /// nanoseconds), one byte for booleans, the pairs format for maps.
+    pub(crate) fn encode(self) -> Vec<u8> {
+        match self {
+            Value::Bytes(b) => b,
+            Value::Int(i) => i.to_le_bytes().to_vec(),
+            Value::Bool(b) => vec![u8::from(b)],
+            Value::Map(entries) => {
+                pairs::encode(entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+            }
+        }
+    }
+}
+
+fn text(s: &str) -> Option<Value> {
+    Some(Value::Bytes(s.as_bytes().to_vec()))
+}
+
+/// Splits a property path: segments joined by NUL, one trailing NUL tolerated.
+pub(crate) fn split_path(path: &[u8]) -> Vec<&[u8]> {
+    let path = path.strip_suffix(&[0]).unwrap_or(path);
+    path.split(|&b| b == 0).collect()
+}
+
+/// Resolves a property path against the plugin and the current stream.
+pub(crate) fn lookup(state: &HostState, path: &[&[u8]]) -> Option<Value> {
+    let plugin = &state.plugin;
+    match path {
+        [b"plugin_name"] => text(&plugin.name),
+        [b"plugin_root_id"] => text(&plugin.root_id),
+        [b"plugin_vm_id"] => text(&plugin.vm_id),
+        _ => stream_property(state.stream()?, path),
+    }
+}
+
+fn stream_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
+    let info = &stream.info;
+    match path {
+        [b"request", rest @ ..] => request_property(stream, rest),
+        [b"response", rest @ ..] => response_property(stream, rest),
+        [b"source", b"address"] => text(&info.source?.to_string()),
+        [b"source", b"port"] => Some(Value::Int(i64::from(info.source?.port()))),
+        [b"destination", b"address"] => text(&info.destination?.to_string()),
+        [b"destination", b"port"] => Some(Value::Int(i64::from(info.destination?.port()))),
+        [b"connection", b"id"] | [b"connection_id"] => Some(Value::Int(info.id as i64)),
+        [b"connection", b"mtls"] => Some(Value::Bool(false)),
+        _ => None,
+    }
+}
+
+fn request_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
+    let info = &stream.info;
+    if path == [b"protocol"] {
+        return text(info.protocol);
+    }
+    if path == [b"time"] {
+        let nanos = info.start_time.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+        return Some(Value::Int(i64::try_from(nanos).ok()?));
+    }
+    if stream.map_state(MapType::RequestHeaders) == MapState::Absent {
+        return None;
+    }
+    let headers = &stream.request_headers;
+    let pseudo = |p| Some(Value::Bytes(headers.pseudo(p)?.as_bytes().to_vec()));
+    let header = |name: &str| Some(Value::Bytes(joined(headers, name.as_bytes())?));
+    match path {
+        [b"path"] => pseudo(Pseudo::Path),
+        [b"url_path"] => {
+            let path = headers.pseudo(Pseudo::Path)?.as_bytes();
+            let end = path.iter().position(|&b| b == b'?').unwrap_or(path.len());
+            Some(Value::Bytes(path[..end].to_vec()))
+        }
+        [b"query"] => {
+            let path = headers.pseudo(Pseudo::Path)?.as_bytes();
+            let start = path
+                .iter()
+                .position(|&b| b == b'?')
+                .map_or(path.len(), |i| i + 1);
+            Some(Value::Bytes(path[start..].to_vec()))
+        }
+        [b"host"] => pseudo(Pseudo::Authority),
+        [b"scheme"] => pseudo(Pseudo::Scheme),
+        [b"method"] => pseudo(Pseudo::Method),
+        [b"referer"] => header("referer"),
+        [b"useragent"] => header("user-agent"),
+        [b"id"] => header("x-request-id"),
+        [b"headers"] => Some(as_map(headers)),
+        [b"headers", name] => Some(Value::Bytes(joined(headers, name)?)),
+        _ => None,
+    }
+}
+
+fn response_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
+    if stream.map_state(MapType::ResponseHeaders) == MapState::Absent {
+        return None;
+    }
+    let headers = &stream.response_headers;
+    match path {
+        [b"code"] => Some(Value::Int(i64::from(stream.response_status()?))),
+        [b"headers"] => Some(as_map(headers)),
+        [b"headers", name] => Some(Value::Bytes(joined(headers, name)?)),
+        _ => None,
+    }
+}
+
+/// Every value of `name`, joined with commas as Envoy's attribute maps do.
+fn joined(headers: &HeaderMap, name: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for (k, v) in headers.pairs() {
+        if k.eq_ignore_ascii_case(name) {
+            match &mut out {
+                None => out = Some(v.to_vec()),
+                Some(acc) => {
+                    acc.push(b',');
+                    acc.extend_from_slice(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn as_map(headers: &HeaderMap) -> Value {
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (k, v) in headers.pairs() {
+        match entries.iter_mut().find(|(key, _)| key.as_slice() == k) {
+            Some((_, acc)) => {
+                acc.push(b',');
+                acc.extend_from_slice(v);
+            }
+            None => entries.push((k.to_vec(), v.to_vec())),
+        }
+    }
+    Value::Map(entries)
+}
+
+/// Returns the encoded value of a property.
+///
+/// ABI: `proxy_get_property`. NotFound for an unknown path or one without a value here;
+/// InvalidMemoryAccess for a bad range.
+fn get_property(
+    mut caller: Caller<'_, HostState>,
+    path_ptr: u32,
+    path_size: u32,
+    ret_ptr: u32,
+    ret_size: u32,
+) -> wasmtime::Result<u32> {
+    check_allowed(&caller, "proxy_get_property")?;
+    let value = {
+        let (mem, state) = split(&mut caller);
+        let path = match slice(mem, path_ptr, path_size) {
+            Ok(path) => path,
+            Err(status) => return Ok(status.code()),
+        };
+        match lookup(state, &split_path(path)) {
+            Some(value) => value.encode(),
+            None => return Ok(Status::NotFound.code()),
+        }
+    };
+    Ok(code(return_bytes(&mut caller, &value, ret_ptr, ret_size)?))
+}

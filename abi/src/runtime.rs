@@ -1,0 +1,157 @@
+//! The process-wide wasm runtime: one wasmtime `Engine`, the linker with every host function,
+//! and the epoch ticker that bounds how long any guest call runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+
+use crate::guest_log::{LogSink, TracingLog};
+use crate::state::HostState;
+
+/// How the runtime is set up. The defaults suit a proxy with tens of filters.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Most VMs alive at once (pooling slots), across filters, workers and reload generations.
+    pub max_vms: u32,
+    /// Use wasmtime's pooling allocator: instantiation in microseconds instead of tens.
+    pub pooling: bool,
+    /// The epoch period: the granularity of callback deadlines.
+    pub epoch_tick: Duration,
+    /// Largest module accepted, in bytes: compilation cost grows with size.
+    pub max_module_bytes: usize,
+    /// Where guest logs go.
+    pub log: Arc<dyn LogSink>,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("max_vms", &self.max_vms)
+            .field("pooling", &self.pooling)
+            .field("epoch_tick", &self.epoch_tick)
+            .field("max_module_bytes", &self.max_module_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_vms: 256,
+            pooling: true,
+            epoch_tick: Duration::from_millis(2),
+            max_module_bytes: 64 << 20,
+            log: Arc::new(TracingLog),
+        }
+    }
+}
+
+/// The engine, linker and epoch ticker. Cheap to clone; the ticker stops when the last clone
+/// is dropped.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Creates the engine and starts the epoch ticker thread.
+    ///
+    /// If the pooling allocator cannot reserve its address space (a `ulimit -v`, say), the
+    /// runtime falls back to on-demand allocation and logs a warning.
+    pub fn new(config: RuntimeConfig) -> wasmtime::Result<Runtime> {
+        let engine = match Engine::new(&engine_config(&config, config.pooling)) {
+            Ok(engine) => engine,
+            Err(err) if config.pooling => {
+                tracing::warn!(
+                    "pooling allocator unavailable ({err}); VMs will be created on demand"
+                );
+                Engine::new(&engine_config(&config, false))?
+            }
+            Err(err) => return Err(err),
+        };
+        let mut linker = Linker::new(&engine);
+        crate::host::add_to_linker(&mut linker)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        start_ticker(engine.clone(), config.epoch_tick, stop.clone())?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                stop,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Epoch ticks a callback may use for a deadline: one more than the deadline needs,
+    /// because the first tick of a call may come right after it starts.
+    pub(crate) fn tick_budget(&self, deadline: Duration) -> u32 {
+        let tick = self.inner.config.epoch_tick.as_nanos().max(1);
+        let ticks = deadline.as_nanos().div_ceil(tick);
+        u32::try_from(ticks.saturating_add(1)).unwrap_or(u32::MAX)
+    }
+}
+
+fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.max_vms)
+            .total_memories(config.max_vms)
+            .total_tables(config.max_vms)
+            .total_stacks(config.max_vms);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+/// Advances the engine's epoch every `tick`; guest code checks it at loop heads and function
+/// entries, which is how a callback's deadline interrupts even an endless loop.
+fn start_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> wasmtime::Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+    Ok(())
+}

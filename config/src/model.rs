@@ -1,0 +1,139 @@
+//! The validated configuration the proxy runs from, and route matching.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::Location;
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Proxy listeners (`listen:`, one address or a list); never empty.
+    pub listen: Vec<SocketAddr>,
+    /// Admin listener (`admin:`); default none.
+    pub admin: Option<SocketAddr>,
+    /// Proxy worker threads (`threads:`), 1..=1024; default none, meaning the proxy decides.
+    pub threads: Option<usize>,
+    /// Upstreams (`upstreams:`), in file order; never empty, names unique.
+    pub upstreams: Vec<Upstream>,
+    /// Declared filters (`filters:`), in file order: also the default chain. Default empty.
+    pub filters: Vec<Filter>,
+    /// Routes (`routes:`), in file order; never empty.
+    pub routes: Vec<Route>,
+}
+
+/// A named set of endpoints, balanced round robin.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The key under `upstreams:`; matches `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// `host:port` strings (IPv6 hosts bracketed), as written; never empty.
+    pub endpoints: Vec<String>,
+}
+
+/// Where a filter's wasm module comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmSource {
+    /// A file that existed at load time: an absolute path as written, or a
+    /// relative one joined onto the config file's directory (so relative to
+    /// the working directory when the config path was relative).
+    File(PathBuf),
+    /// `builtin:NAME`: a filter compiled into the binary, one of
+    /// [`ParseOptions::builtin_filters`](crate::ParseOptions::builtin_filters).
+    Builtin(String),
+}
+
+/// One declared filter.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Unique name, `[A-Za-z0-9_.-]+`; also the `plugin_name` property.
+    pub name: String,
+    /// The module (`wasm:`); required.
+    pub wasm: WasmSource,
+    /// The plugin configuration buffer (`configuration:`): a string as-is, a
+    /// mapping or list as JSON, a number or bool as its JSON text. Default empty.
+    pub configuration: Vec<u8>,
+    /// The VM configuration buffer (`vm_configuration:`), same rules. Default empty.
+    pub vm_configuration: Vec<u8>,
+    /// `root_id:`; default `""`.
+    pub root_id: String,
+    /// `vm_id:`; default `""`.
+    pub vm_id: String,
+    /// `fail_open:`: let requests through when the filter fails; default `false`.
+    pub fail_open: bool,
+    /// Where this filter's list item starts: its first key, or the `{` of a
+    /// flow mapping (where serde_yaml places errors about the whole item).
+    pub location: Location,
+}
+
+/// One route: which requests it takes, where they go, and through which filters.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `match.host`, lowercased: an exact host, or `*.` and a suffix for any
+    /// subdomain. Default none: any host.
+    pub host: Option<String>,
+    /// `match.path_prefix`, starting with `/`; default `/`.
+    pub path_prefix: String,
+    /// The upstream's name (`upstream:`); always a declared upstream.
+    pub upstream: String,
+    /// The chain, in order (`filters:`): the default chain when the key was
+    /// absent, empty for `[]`. Always declared filter names.
+    pub filters: Vec<String>,
+    /// Where this route's list item starts, as for [`Filter::location`].
+    pub location: Location,
+}
+
+impl Route {
+    /// Whether a request for `host` (the Host header or authority, if any)
+    /// and `path` takes this route. Hosts compare ignoring ASCII case and any
+    /// `:port`; `path_prefix` is a plain byte prefix, so `/api` also takes `/apis`.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if !path.starts_with(self.path_prefix.as_str()) {
+            return false;
+        }
+        match (&self.host, host) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(pattern), Some(host)) => host_matches(pattern, strip_port(host)),
+        }
+    }
+}
+
+impl Config {
+    /// The first route, in file order, that matches, with its index.
+    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(host, path))
+    }
+}
+
+/// `example.com:8080` -> `example.com`, `[::1]:80` -> `[::1]`. A bare IPv6
+/// address (several colons, no brackets) has no port to strip.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.split_once(':') {
+        Some((name, port)) if !port.contains(':') => name,
+        _ => host,
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let (pattern, host) = (pattern.as_bytes(), host.as_bytes());
+    match pattern.strip_prefix(b"*") {
+        // `*.example.com` takes `a.example.com`, not `example.com`.
+        Some(suffix) => {
+            host.len() > suffix.len()
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! The wording of every problem this crate finds itself (serde words its own).
+
+use std::path::PathBuf;
+
+/// One problem, before it is placed at a key and a position.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Problem {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("empty configuration file")]
+    Empty,
+    #[error("at least one listen address is required")]
+    NoListen,
+    #[error(
+        "invalid socket address {value:?}: expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
+    )]
+    SocketAddr { value: String },
+    #[error("threads must be between 1 and 1024, got {0}")]
+    Threads(i64),
+    #[error("at least one upstream is required")]
+    NoUpstreams,
+    #[error("invalid {kind} name {name:?}: use only letters, digits, '_', '.' and '-'")]
+    Name { kind: &'static str, name: String },
+    #[error("duplicate {kind} {name:?} (first declared at line {first_line})")]
+    Duplicate {
+        kind: &'static str,
+        name: String,
+        first_line: usize,
+    },
+    #[error("an upstream needs at least one endpoint")]
+    NoEndpoints,
+    #[error("invalid endpoint {value:?}: {reason}")]
+    Endpoint { value: String, reason: &'static str },
+    #[error("wasm source is empty: give a file path or builtin:NAME")]
+    EmptyWasm,
+    #[error("wasm file not found: {}", .0.display())]
+    WasmMissing(PathBuf),
+    #[error("wasm path is a directory, not a file: {}", .0.display())]
+    WasmIsDir(PathBuf),
+    #[error("cannot access wasm file {}: {source}", path.display())]
+    WasmAccess {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unknown builtin filter {name:?} (known: {})", known_list(.known))]
+    UnknownBuiltin { name: String, known: Vec<String> },
+    #[error("cannot pass this value as JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("at least one route is required")]
+    NoRoutes,
+    #[error("path_prefix must start with \"/\", got {0:?}")]
+    PathPrefix(String),
+    #[error("invalid host {value:?}: {reason}")]
+    Host { value: String, reason: &'static str },
+    #[error("unknown upstream {name:?} (known: {})", known_list(.known))]
+    UnknownUpstream { name: String, known: Vec<String> },
+    #[error("unknown filter {name:?} (known: {})", known_list(.known))]
+    UnknownFilter { name: String, known: Vec<String> },
+    #[error("filter {0:?} is listed more than once in this route")]
+    RepeatedRouteFilter(String),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    }
+}

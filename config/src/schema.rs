@@ -1,0 +1,169 @@
+//! The YAML file as serde sees it: raw, unvalidated structs that mirror the schema key for key.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The whole file. Field names are the YAML keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of wasmgate settings")]
+pub(crate) struct RawConfig {
+    /// One address or a list; required.
+    pub(crate) listen: OneOrMany,
+    /// Admin listener address; default none.
+    #[serde(default)]
+    pub(crate) admin: Option<String>,
+    /// Worker threads; default none (the proxy decides).
+    #[serde(default)]
+    pub(crate) threads: Option<i64>,
+    /// Upstreams by name, in file order; required.
+    pub(crate) upstreams: Ordered<RawUpstream>,
+    /// The default chain, in order; default empty.
+    #[serde(default)]
+    pub(crate) filters: Option<Vec<RawFilter>>,
+    /// Routes, in file order; required.
+    pub(crate) routes: Vec<RawRoute>,
+}
+
+/// One entry under `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an upstream mapping")]
+pub(crate) struct RawUpstream {
+    /// `host:port` strings; required.
+    pub(crate) endpoints: Vec<String>,
+}
+
+/// One item of the top-level `filters:` list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a filter mapping")]
+pub(crate) struct RawFilter {
+    /// Unique name; required.
+    pub(crate) name: String,
+    /// A path or `builtin:NAME`; required.
+    pub(crate) wasm: String,
+    /// Plugin configuration; default empty.
+    #[serde(default)]
+    pub(crate) configuration: Option<serde_yaml::Value>,
+    /// VM configuration; default empty.
+    #[serde(default)]
+    pub(crate) vm_configuration: Option<serde_yaml::Value>,
+    /// Default `""`.
+    #[serde(default)]
+    pub(crate) root_id: Option<String>,
+    /// Default `""`.
+    #[serde(default)]
+    pub(crate) vm_id: Option<String>,
+    /// Default `false`.
+    #[serde(default)]
+    pub(crate) fail_open: Option<bool>,
+}
+
+/// One item of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a route mapping")]
+pub(crate) struct RawRoute {
+    /// Default: match everything.
+    #[serde(default, rename = "match")]
+    pub(crate) matcher: Option<RawMatch>,
+    /// Upstream name; required.
+    pub(crate) upstream: String,
+    /// `None` only when the key is absent: an explicit `null` is rejected
+    /// because it reads as "no filters" to some and "default" to others.
+    #[serde(default, deserialize_with = "present_list")]
+    pub(crate) filters: Option<Vec<String>>,
+}
+
+/// A route's `match:` mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a match mapping")]
+pub(crate) struct RawMatch {
+    /// Default `/`.
+    #[serde(default)]
+    pub(crate) path_prefix: Option<String>,
+    /// Default: any host.
+    #[serde(default)]
+    pub(crate) host: Option<String>,
+}
+
+/// Runs only when the key is present. serde_yaml reads `null` as an empty
+/// list, so this takes the value itself in order to refuse `null`.
+fn present_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "a list of filter names ([] for none; leave the key out for the default chain)",
+            )
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                items.push(item);
+            }
+            Ok(Some(items))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A scalar or a list of scalars, as accepted by `listen:`.
+#[derive(Debug)]
+pub(crate) struct OneOrMany {
+    pub(crate) items: Vec<String>,
+    /// Whether it was written as a list, which decides the error key (`listen` or `listen[1]`).
+    pub(crate) list: bool,
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or a list of addresses")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany {
+                    items: vec![v.to_owned()],
+                    list: false,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany { items, list: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A mapping kept in file order, duplicates included, so that validation
+/// can report a repeated name at its second occurrence.
+#[derive(Debug)]
+pub(crate) struct Ordered<T>(pub(crate) Vec<(String, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered<T>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, T>()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}

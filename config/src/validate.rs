@@ -1,0 +1,316 @@
+//! Semantic checks on the parsed file, collecting every problem, and the
+//! conversion into [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::positions::child;
+use crate::problem::Problem;
+use crate::report::Report;
+use crate::schema::{RawConfig, RawFilter, RawRoute, RawUpstream};
+use crate::syntax::{check_endpoint, check_host_pattern, is_name};
+use crate::{Config, Errors, Filter, ParseOptions, Route, Upstream, WasmSource};
+
+/// Checks `raw` as read from `source`; every problem ends up in `report`.
+pub(crate) fn validate(
+    raw: RawConfig,
+    source: &Path,
+    opts: &ParseOptions,
+    mut report: Report<'_>,
+) -> Result<Config, Errors> {
+    let listen = listen(&raw, &mut report);
+    let admin = raw
+        .admin
+        .as_deref()
+        .and_then(|a| socket_addr(a, "admin", &mut report));
+    let threads = raw.threads.and_then(|t| match usize::try_from(t) {
+        Ok(n @ 1..=1024) => Some(n),
+        _ => {
+            report.add("threads", Problem::Threads(t));
+            None
+        }
+    });
+    let upstreams = upstreams(raw.upstreams.0, &mut report);
+    let base = source.parent().unwrap_or(Path::new(""));
+    let filters: Vec<Filter> = raw
+        .filters
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| filter(i, f, base, opts, &mut report))
+        .collect();
+    check_unique_filter_names(&filters, &mut report);
+    let routes = routes(raw.routes, &upstreams, &filters, &mut report);
+    report.finish()?;
+    Ok(Config {
+        source: source.to_path_buf(),
+        listen,
+        admin,
+        threads,
+        upstreams,
+        filters,
+        routes,
+    })
+}
+
+fn socket_addr(value: &str, key: &str, report: &mut Report<'_>) -> Option<SocketAddr> {
+    let parsed = value.parse().ok();
+    if parsed.is_none() {
+        let value = value.to_owned();
+        report.add(key, Problem::SocketAddr { value });
+    }
+    parsed
+}
+
+fn listen(raw: &RawConfig, report: &mut Report<'_>) -> Vec<SocketAddr> {
+    let addrs = &raw.listen.items;
+    if addrs.is_empty() {
+        report.add("listen", Problem::NoListen);
+    }
+    addrs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let key = if raw.listen.list {
+                format!("listen[{i}]")
+            } else {
+                "listen".to_owned()
+            };
+            socket_addr(a, &key, report)
+        })
+        .collect()
+}
+
+fn upstreams(raw: Vec<(String, RawUpstream)>, report: &mut Report<'_>) -> Vec<Upstream> {
+    if raw.is_empty() {
+        report.add("upstreams", Problem::NoUpstreams);
+    }
+    // Names seen so far, with how often, to place a repeat at its own key.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (name, up) in raw {
+        let key = child("upstreams", &name);
+        let count = seen.entry(name.clone()).or_default();
+        if *count > 0 {
+            let first_line = report.location_of(&key).line;
+            let at = report.location(report.positions().nth(&key, *count));
+            let problem = Problem::Duplicate {
+                kind: "upstream",
+                name: name.clone(),
+                first_line,
+            };
+            report.add_at(&key, at, problem.to_string());
+        } else if !is_name(&name) {
+            let name = name.clone();
+            report.add(
+                &key,
+                Problem::Name {
+                    kind: "upstream",
+                    name,
+                },
+            );
+        }
+        *count += 1;
+        let endpoints_key = format!("{key}.endpoints");
+        if up.endpoints.is_empty() {
+            report.add(&endpoints_key, Problem::NoEndpoints);
+        }
+        for (j, e) in up.endpoints.iter().enumerate() {
+            if let Err(reason) = check_endpoint(e) {
+                let value = e.clone();
+                report.add(
+                    &format!("{endpoints_key}[{j}]"),
+                    Problem::Endpoint { value, reason },
+                );
+            }
+        }
+        out.push(Upstream {
+            name,
+            endpoints: up.endpoints,
+        });
+    }
+    out
+}
+
+fn filter(
+    i: usize,
+    raw: RawFilter,
+    base: &Path,
+    opts: &ParseOptions,
+    report: &mut Report<'_>,
+) -> Filter {
+    let key = format!("filters[{i}]");
+    if !is_name(&raw.name) {
+        let name = raw.name.clone();
+        report.add(
+            &format!("{key}.name"),
+            Problem::Name {
+                kind: "filter",
+                name,
+            },
+        );
+    }
+    let wasm = wasm_source(&raw.wasm, base, opts).unwrap_or_else(|problem| {
+        report.add(&format!("{key}.wasm"), problem);
+        WasmSource::Builtin(raw.wasm.clone())
+    });
+    let mut buffer = |field: &str, value| {
+        buffer(value).unwrap_or_else(|problem| {
+            report.add(&format!("{key}.{field}"), problem);
+            Vec::new()
+        })
+    };
+    let configuration = buffer("configuration", raw.configuration);
+    let vm_configuration = buffer("vm_configuration", raw.vm_configuration);
+    Filter {
+        name: raw.name,
+        wasm,
+        configuration,
+        vm_configuration,
+        root_id: raw.root_id.unwrap_or_default(),
+        vm_id: raw.vm_id.unwrap_or_default(),
+        fail_open: raw.fail_open.unwrap_or(false),
+        location: report.location_of(&key),
+    }
+}
+
+fn wasm_source(raw: &str, base: &Path, opts: &ParseOptions) -> Result<WasmSource, Problem> {
+    if let Some(name) = raw.strip_prefix("builtin:") {
+        return if opts.builtin_filters.iter().any(|b| b == name) {
+            Ok(WasmSource::Builtin(name.to_owned()))
+        } else {
+            Err(Problem::UnknownBuiltin {
+                name: name.to_owned(),
+                known: opts.builtin_filters.clone(),
+            })
+        };
+    }
+    if raw.is_empty() {
+        return Err(Problem::EmptyWasm);
+    }
+    // `join` keeps an absolute `raw` as it is.
+    let path = base.join(raw);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Err(Problem::WasmIsDir(path)),
+        Ok(_) => Ok(WasmSource::File(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Problem::WasmMissing(path)),
+        Err(source) => Err(Problem::WasmAccess { path, source }),
+    }
+}
+
+/// The bytes a filter sees for `configuration:` / `vm_configuration:`.
+fn buffer(value: Option<serde_yaml::Value>) -> Result<Vec<u8>, Problem> {
+    match value {
+        None | Some(serde_yaml::Value::Null) => Ok(Vec::new()),
+        Some(serde_yaml::Value::String(s)) => Ok(s.into_bytes()),
+        Some(other) => serde_json::to_vec(&other).map_err(Problem::Json),
+    }
+}
+
+fn check_unique_filter_names(filters: &[Filter], report: &mut Report<'_>) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, f) in filters.iter().enumerate() {
+        if let Some(&j) = first.get(f.name.as_str()) {
+            let first_line = report.location_of(&format!("filters[{j}].name")).line;
+            let problem = Problem::Duplicate {
+                kind: "filter name",
+                name: f.name.clone(),
+                first_line,
+            };
+            report.add(&format!("filters[{i}].name"), problem);
+        } else {
+            first.insert(&f.name, i);
+        }
+    }
+}
+
+fn routes(
+    raw: Vec<RawRoute>,
+    upstreams: &[Upstream],
+    filters: &[Filter],
+    report: &mut Report<'_>,
+) -> Vec<Route> {
+    if raw.is_empty() {
+        report.add("routes", Problem::NoRoutes);
+    }
+    let upstream_names = unique(upstreams.iter().map(|u| u.name.as_str()));
+    let filter_names = unique(filters.iter().map(|f| f.name.as_str()));
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, r)| route(i, r, &upstream_names, &filter_names, report))
+        .collect()
+}
+
+fn route(
+    i: usize,
+    raw: RawRoute,
+    upstream_names: &[String],
+    filter_names: &[String],
+    report: &mut Report<'_>,
+) -> Route {
+    let key = format!("routes[{i}]");
+    let (path_prefix, host) = raw
+        .matcher
+        .map_or((None, None), |m| (m.path_prefix, m.host));
+    let path_prefix = path_prefix.unwrap_or_else(|| "/".to_owned());
+    if !path_prefix.starts_with('/') {
+        let problem = Problem::PathPrefix(path_prefix.clone());
+        report.add(&format!("{key}.match.path_prefix"), problem);
+    }
+    if let Some(h) = &host
+        && let Err(reason) = check_host_pattern(h)
+    {
+        let problem = Problem::Host {
+            value: h.clone(),
+            reason,
+        };
+        report.add(&format!("{key}.match.host"), problem);
+    }
+    if !upstream_names.contains(&raw.upstream) {
+        let problem = Problem::UnknownUpstream {
+            name: raw.upstream.clone(),
+            known: upstream_names.to_vec(),
+        };
+        report.add(&format!("{key}.upstream"), problem);
+    }
+    let chain = match raw.filters {
+        None => filter_names.to_vec(),
+        Some(list) => {
+            for (j, name) in list.iter().enumerate() {
+                let item = format!("{key}.filters[{j}]");
+                if !filter_names.contains(name) {
+                    let problem = Problem::UnknownFilter {
+                        name: name.clone(),
+                        known: filter_names.to_vec(),
+                    };
+                    report.add(&item, problem);
+                } else if list[..j].contains(name) {
+                    report.add(&item, Problem::RepeatedRouteFilter(name.clone()));
+                }
+            }
+            list
+        }
+    };
+    Route {
+        host: host.map(|h| h.to_ascii_lowercase()),
+        path_prefix,
+        upstream: raw.upstream,
+        filters: chain,
+        location: report.location_of(&key),
+    }
+}
+
+/// Names in first-seen order without repeats (repeats are reported elsewhere).
+fn unique<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,331 @@
+//! Semantic checks: each error at its key, all errors together, and the values a valid file yields.
+
+use std::path::{Path, PathBuf};
+
+use crate::testing::{error, errors, ok, opts};
+use crate::{WasmSource, load, parse};
+
+const HEAD: &str = "\
+listen: 127.0.0.1:8080
+upstreams:
+  backend:
+    endpoints: [\"127.0.0.1:9000\"]
+";
+
+fn with_routes(filters: &str, routes: &str) -> String {
+    format!("{HEAD}filters:\n{filters}routes:\n{routes}")
+}
+
+const ADD_HEADER: &str = "  - name: add-header\n    wasm: builtin:add-header\n";
+
+#[test]
+fn unknown_upstream_is_placed_at_its_key() {
+    let text = format!(
+        "{HEAD}\
+filters: []
+routes:
+  - match: {{path_prefix: /api}}
+    upstream: backend
+  - match:
+      host: example.com
+    filters: []
+    upstream: bakend
+"
+    );
+    assert_eq!(
+        error(&text),
+        r#"wasmgate.yaml:12:5: routes[1].upstream: unknown upstream "bakend" (known: backend)"#
+    );
+}
+
+#[test]
+fn semantic_errors_are_reported_together_in_file_order() {
+    let text = "\
+listen: [127.0.0.1:80, localhost:80]
+admin: nope
+threads: 0
+upstreams:
+  backend:
+    endpoints: [\"127.0.0.1:0\"]
+  bad/name:
+    endpoints: []
+  backend:
+    endpoints: [\"b:1\"]
+filters:
+  - name: a
+    wasm: builtin:nope
+  - name: a
+    wasm: missing.wasm
+routes:
+  - match: {path_prefix: api, host: \"*.*.com\"}
+    upstream: bakend
+    filters: [a, b, a]
+";
+    let all = errors(text);
+    let expected = [
+        r#"wasmgate.yaml:1:24: listen[1]: invalid socket address "localhost:80": expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"#,
+        r#"wasmgate.yaml:2:1: admin: invalid socket address "nope": expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"#,
+        "wasmgate.yaml:3:1: threads: threads must be between 1 and 1024, got 0",
+        r#"wasmgate.yaml:6:17: upstreams.backend.endpoints[0]: invalid endpoint "127.0.0.1:0": port must be a number from 1 to 65535"#,
+        r#"wasmgate.yaml:7:3: upstreams.bad/name: invalid upstream name "bad/name": use only letters, digits, '_', '.' and '-'"#,
+        "wasmgate.yaml:8:5: upstreams.bad/name.endpoints: an upstream needs at least one endpoint",
+        r#"wasmgate.yaml:9:3: upstreams.backend: duplicate upstream "backend" (first declared at line 5)"#,
+        r#"wasmgate.yaml:13:5: filters[0].wasm: unknown builtin filter "nope" (known: add-header)"#,
+        r#"wasmgate.yaml:14:5: filters[1].name: duplicate filter name "a" (first declared at line 12)"#,
+        "wasmgate.yaml:15:5: filters[1].wasm: wasm file not found: missing.wasm",
+        r#"wasmgate.yaml:17:13: routes[0].match.path_prefix: path_prefix must start with "/", got "api""#,
+        r#"wasmgate.yaml:17:31: routes[0].match.host: invalid host "*.*.com": a wildcard is allowed only as a leading "*.""#,
+        r#"wasmgate.yaml:18:5: routes[0].upstream: unknown upstream "bakend" (known: backend, bad/name)"#,
+        r#"wasmgate.yaml:19:18: routes[0].filters[1]: unknown filter "b" (known: a)"#,
+        r#"wasmgate.yaml:19:21: routes[0].filters[2]: filter "a" is listed more than once in this route"#,
+    ];
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn empty_sections_are_errors() {
+    let text = "listen: []\nupstreams: {}\nroutes: []\n";
+    assert_eq!(
+        errors(text),
+        [
+            "wasmgate.yaml:1:1: listen: at least one listen address is required",
+            "wasmgate.yaml:2:1: upstreams: at least one upstream is required",
+            "wasmgate.yaml:3:1: routes: at least one route is required",
+        ]
+    );
+}
+
+#[test]
+fn threads_out_of_range_are_errors() {
+    for value in ["-1", "1025"] {
+        let text = format!("{HEAD}threads: {value}\nroutes: [{{upstream: backend}}]\n");
+        assert_eq!(
+            error(&text),
+            format!("wasmgate.yaml:5:1: threads: threads must be between 1 and 1024, got {value}")
+        );
+    }
+    let text =
+        format!("{HEAD}threads: 1024\nadmin: \"[::1]:9901\"\nroutes: [{{upstream: backend}}]\n");
+    let c = ok(&text);
+    assert_eq!(c.threads, Some(1024));
+    assert_eq!(c.admin, Some("[::1]:9901".parse().expect("literal")));
+}
+
+#[test]
+fn unknown_builtin_with_no_builtins_says_none() {
+    let text = with_routes(ADD_HEADER, "  - upstream: backend\n");
+    let e = parse(&text, Path::new("w.yaml"), &crate::ParseOptions::default())
+        .expect_err("no builtins");
+    assert_eq!(
+        e.to_string(),
+        r#"w.yaml:7:5: filters[0].wasm: unknown builtin filter "add-header" (known: none)"#
+    );
+}
+
+#[test]
+fn relative_wasm_resolves_against_the_config_directory() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("filters"))?;
+    std::fs::write(dir.path().join("filters/a.wasm"), b"\0asm")?;
+    let absolute = dir.path().join("filters/a.wasm");
+    let text = with_routes(
+        &format!(
+            "  - name: rel\n    wasm: filters/a.wasm\n  - name: abs\n    wasm: {}\n",
+            absolute.display()
+        ),
+        "  - upstream: backend\n",
+    );
+    let path = dir.path().join("wasmgate.yaml");
+    std::fs::write(&path, &text)?;
+    let c = load(&path, &opts()).map_err(std::io::Error::other)?;
+    assert_eq!(c.source, path);
+    assert_eq!(c.filters[0].wasm, WasmSource::File(absolute.clone()));
+    assert_eq!(c.filters[1].wasm, WasmSource::File(absolute));
+    // Parsed from elsewhere, the same text looks next to that file instead.
+    let elsewhere = parse(&text, Path::new("/nonexistent/wasmgate.yaml"), &opts())
+        .expect_err("no such file there");
+    assert_eq!(
+        elsewhere.to_string(),
+        "/nonexistent/wasmgate.yaml:7:5: filters[0].wasm: wasm file not found: /nonexistent/filters/a.wasm"
+    );
+    Ok(())
+}
+
+#[test]
+fn wasm_directory_or_empty_is_an_error() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("a.wasm"))?;
+    let text = with_routes(
+        "  - name: d\n    wasm: a.wasm\n  - name: e\n    wasm: \"\"\n",
+        "  - upstream: backend\n",
+    );
+    let source = dir.path().join("wasmgate.yaml");
+    let e = parse(&text, &source, &opts()).expect_err("a directory");
+    let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{}:7:5: filters[0].wasm: wasm path is a directory, not a file: {}",
+                source.display(),
+                dir.path().join("a.wasm").display()
+            ),
+            format!(
+                "{}:9:5: filters[1].wasm: wasm source is empty: give a file path or builtin:NAME",
+                source.display()
+            ),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn load_reports_unreadable_file_by_path() {
+    let path = PathBuf::from("/nonexistent/wasmgate.yaml");
+    let e = load(&path, &opts()).expect_err("missing");
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].location.is_none());
+    assert!(
+        e.to_string()
+            .starts_with("cannot read /nonexistent/wasmgate.yaml: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn configuration_string_is_bytes_mapping_is_json_absent_is_empty() {
+    let filters = "  - name: s
+    wasm: builtin:add-header
+    configuration: \"{not: json}\"
+    vm_configuration: |
+      two
+      lines
+  - name: m
+    wasm: builtin:add-header
+    configuration: {b: [1, true, null], a: x}
+    vm_configuration: [1, 2]
+  - name: scalars
+    wasm: builtin:add-header
+    configuration: 42
+    vm_configuration: true
+  - name: none
+    wasm: builtin:add-header
+    configuration: null
+";
+    let c = ok(&with_routes(filters, "  - upstream: backend\n"));
+    let bufs: Vec<(&[u8], &[u8])> = c
+        .filters
+        .iter()
+        .map(|f| (f.configuration.as_slice(), f.vm_configuration.as_slice()))
+        .collect();
+    assert_eq!(
+        bufs,
+        [
+            (&b"{not: json}"[..], &b"two\nlines\n"[..]),
+            (&br#"{"b":[1,true,null],"a":"x"}"#[..], &b"[1,2]"[..]),
+            (&b"42"[..], &b"true"[..]),
+            (&b""[..], &b""[..]),
+        ]
+    );
+}
+
+#[test]
+fn filter_defaults_and_explicit_values() {
+    let filters = "  - name: plain
+    wasm: builtin:add-header
+  - name: set
+    wasm: builtin:add-header
+    root_id: r
+    vm_id: v
+    fail_open: true
+";
+    let c = ok(&with_routes(filters, "  - upstream: backend\n"));
+    let (plain, set) = (&c.filters[0], &c.filters[1]);
+    assert_eq!(
+        (
+            plain.root_id.as_str(),
+            plain.vm_id.as_str(),
+            plain.fail_open
+        ),
+        ("", "", false)
+    );
+    assert_eq!(
+        (set.root_id.as_str(), set.vm_id.as_str(), set.fail_open),
+        ("r", "v", true)
+    );
+    assert_eq!((plain.location.line, plain.location.column), (6, 5));
+    assert_eq!((set.location.line, set.location.column), (8, 5));
+}
+
+#[test]
+fn listen_accepts_one_address_or_a_list() {
+    let one = ok(&format!("{HEAD}routes: [{{upstream: backend}}]\n"));
+    assert_eq!(one.listen, ["127.0.0.1:8080".parse().expect("literal")]);
+    let text = format!("{HEAD}routes: [{{upstream: backend}}]\n").replace(
+        "listen: 127.0.0.1:8080",
+        "listen:\n  - 127.0.0.1:8080\n  - \"[::1]:8081\"",
+    );
+    let many = ok(&text);
+    assert_eq!(
+        many.listen,
+        [
+            "127.0.0.1:8080".parse().expect("literal"),
+            "[::1]:8081".parse().expect("literal")
+        ]
+    );
+    let bad = format!("{HEAD}routes: [{{upstream: backend}}]\n").replace("8080", "80800");
+    assert!(error(&bad).starts_with("wasmgate.yaml:1:1: listen: invalid socket address"));
+}
+
+#[test]
+fn route_filters_absent_is_default_chain_empty_is_none_list_is_that_order() {
+    let filters = format!("{ADD_HEADER}  - name: second\n    wasm: builtin:add-header\n");
+    let routes = "  - upstream: backend
+    match: {path_prefix: /default}
+  - upstream: backend
+    filters: []
+  - upstream: backend
+    filters: [second, add-header]
+";
+    let c = ok(&with_routes(&filters, routes));
+    let chains: Vec<&[String]> = c.routes.iter().map(|r| r.filters.as_slice()).collect();
+    assert_eq!(chains[0], ["add-header", "second"]);
+    assert!(chains[1].is_empty());
+    assert_eq!(chains[2], ["second", "add-header"]);
+}
+
+#[test]
+fn route_match_defaults_and_host_is_lowercased() {
+    let routes = "  - upstream: backend
+  - upstream: backend
+    match: {host: API.Example.com}
+";
+    let c = ok(&with_routes("", routes).replace("filters:\n", ""));
+    assert_eq!(c.routes[0].path_prefix, "/");
+    assert_eq!(c.routes[0].host, None);
+    assert_eq!(c.routes[1].host.as_deref(), Some("api.example.com"));
+    assert_eq!(
+        (c.routes[1].location.line, c.routes[1].location.column),
+        (7, 5)
+    );
+    assert_eq!(
+        c.route_for(Some("api.example.com:443"), "/x")
+            .map(|(i, _)| i),
+        Some(0)
+    );
+}
+
+#[test]
+fn upstreams_keep_file_order() {
+    let text = "\
+listen: 127.0.0.1:1
+upstreams:
+  zeta: {endpoints: [\"z:1\"]}
+  alpha: {endpoints: [\"a:1\", \"[::1]:2\"]}
+routes: [{upstream: alpha}]
+";
+    let c = ok(text);
+    let names: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha"]);
+    assert_eq!(c.upstreams[1].endpoints, ["a:1", "[::1]:2"]);
+}

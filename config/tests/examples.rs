@@ -1,0 +1,88 @@
+//! Every file in `config/examples/` loads.
+
+use std::path::{Path, PathBuf};
+
+use wasmgate_config::{Config, Errors, ParseOptions, WasmSource, load};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+fn opts() -> ParseOptions {
+    ParseOptions {
+        builtin_filters: vec!["add-header".into()],
+    }
+}
+
+fn load_ok(path: &Path) -> Config {
+    match load(path, &opts()) {
+        Ok(c) => c,
+        Err(e) => panic!("{} should load:\n{e}", path.display()),
+    }
+}
+
+#[test]
+fn minimal_example_loads() {
+    let c = load_ok(&example("minimal.yaml"));
+    assert_eq!(c.listen, ["127.0.0.1:8080".parse().expect("literal")]);
+    assert_eq!(c.upstreams.len(), 1);
+    assert!(c.filters.is_empty());
+    assert_eq!(c.routes.len(), 1);
+    assert!(c.routes[0].filters.is_empty());
+}
+
+#[test]
+fn full_example_loads_next_to_its_wasm_file() -> Result<(), Box<dyn std::error::Error>> {
+    // The example names `filters/audit.wasm` beside itself; give it one.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("full.yaml");
+    std::fs::copy(example("full.yaml"), &path)?;
+    std::fs::create_dir(dir.path().join("filters"))?;
+    std::fs::write(dir.path().join("filters/audit.wasm"), b"\0asm\x01\0\0\0")?;
+    let c = load_ok(&path);
+
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.admin, Some("127.0.0.1:9901".parse()?));
+    assert_eq!(c.threads, Some(2));
+    let upstreams: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(upstreams, ["backend", "static"]);
+    assert_eq!(c.filters[0].wasm, WasmSource::Builtin("add-header".into()));
+    assert_eq!(
+        c.filters[0].configuration,
+        br#"{"response":{"set":{"x-served-by":"wasmgate"}}}"#
+    );
+    assert_eq!(
+        c.filters[1].wasm,
+        WasmSource::File(dir.path().join("filters/audit.wasm"))
+    );
+    assert_eq!(c.filters[1].configuration, br#"{"level": "info"}"#);
+    assert!(c.filters[1].fail_open);
+
+    let chains: Vec<&[String]> = c.routes.iter().map(|r| r.filters.as_slice()).collect();
+    assert!(chains[0].is_empty());
+    assert_eq!(chains[1], ["audit", "add-header"]);
+    assert_eq!(chains[2], ["add-header", "audit"]);
+    let route = |host, path| c.route_for(host, path).map(|(i, _)| i);
+    assert_eq!(
+        route(Some("cdn.example.com:8080"), "/static/a.css"),
+        Some(0)
+    );
+    assert_eq!(route(Some("example.com"), "/static/a.css"), Some(2));
+    assert_eq!(route(None, "/api/v1"), Some(1));
+    Ok(())
+}
+
+#[test]
+fn full_example_in_place_lacks_only_its_wasm_file() {
+    let path = example("full.yaml");
+    let errors: Errors = load(&path, &opts()).expect_err("no filters/audit.wasm in examples/");
+    let missing = example("filters/audit.wasm");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].key, "filters[1].wasm");
+    assert_eq!(
+        errors.0[0].message,
+        format!("wasm file not found: {}", missing.display())
+    );
+}
