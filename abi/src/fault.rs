@@ -82,17 +82,17 @@ fn backtrace(err: &wasmtime::Error) -> String {
     let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>() else {
         return String::new();
     };
-    let frames = trace.frames();
-    let mut out = String::from("\nwasm backtrace:");
-    for (i, frame) in frames.iter().take(MAX_FRAMES).enumerate() {
-        let name = frame.func_name().unwrap_or("<unknown>");
-        out.push_str(&format!("\n  {i:>2}: {name}"));
+    // wasmtime's rendering demangles Rust and C++ names; keep its first frames.
+    let text = trace.to_string();
+    let mut lines = text.lines();
+    let mut out = String::new();
+    for line in lines.by_ref().take(MAX_FRAMES + 1) {
+        out.push('\n');
+        out.push_str(line);
     }
-    if frames.len() > MAX_FRAMES {
-        out.push_str(&format!(
-            "\n  ... {} more frames",
-            frames.len() - MAX_FRAMES
-        ));
+    let rest = lines.count();
+    if rest > 0 {
+        out.push_str(&format!("\n    ... {rest} more frames"));
     }
     out
 }

@@ -1,1 +1,14 @@
-//! placeholder
+//! # wasmgate
+//!
+//! A reverse proxy on Pingora that runs ordered chains of proxy-wasm filters (the ABI of
+//! Envoy's Wasm filters) through the [`wasmgate_abi`] host.
+
+pub mod admin;
+pub mod builtin;
+pub mod cli;
+pub mod demo;
+pub mod generation;
+mod headers;
+pub mod metrics;
+pub mod server;
+pub mod service;

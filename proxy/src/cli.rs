@@ -1,0 +1,138 @@
+//! The command line: `wasmgate run`, `wasmgate check`, `wasmgate demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wasmgate_config::{Config, ParseOptions};
+
+use crate::{builtin, server};
+
+/// A reverse proxy that runs chains of proxy-wasm filters.
+#[derive(Debug, Parser)]
+#[command(name = "wasmgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy with a configuration file.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, default_value = "./wasmgate.yaml")]
+        config: PathBuf,
+    },
+    /// Check a configuration: parse it, compile and link every filter, start one VM of each and
+    /// configure it. Prints one line per filter; exits 1 with the reason on any failure.
+    Check {
+        /// The configuration file.
+        #[arg(short, long, default_value = "./wasmgate.yaml")]
+        config: PathBuf,
+    },
+    /// Run a demo: the built-in add-header filter in front of a built-in echo origin.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the echo origin listens.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        origin: SocketAddr,
+        /// Where the admin endpoints listen.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+fn parse_options() -> ParseOptions {
+    ParseOptions {
+        builtin_filters: builtin::names(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    if !path.exists() {
+        return Err(format!(
+            "no configuration file at {} (pass one with -c, try `wasmgate demo`, or start from config/examples/)",
+            path.display()
+        ));
+    }
+    wasmgate_config::load(path, &parse_options()).map_err(|e| e.to_string())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run { config } => load(&config).and_then(|c| server::run(c, Default::default())),
+        Command::Check { config } => check(&config),
+        Command::Demo {
+            listen,
+            origin,
+            admin,
+        } => demo(listen, origin, admin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(listen: SocketAddr, origin: SocketAddr, admin: SocketAddr) -> Result<(), String> {
+    let text = builtin::demo_config(&listen.to_string(), &origin.to_string(), &admin.to_string());
+    let config = wasmgate_config::parse(&text, Path::new("<demo>"), &parse_options())
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "wasmgate demo: try `curl -i http://{listen}/hello` (metrics at http://{admin}/metrics)"
+    );
+    server::run(
+        config,
+        server::RunOptions {
+            demo_origin: Some(origin),
+        },
+    )
+}
+
+/// `wasmgate check`: everything `run` does before it starts listening.
+fn check(path: &Path) -> Result<(), String> {
+    let mut config = load(path)?;
+    // One VM per filter is enough to prove it starts and accepts its configuration.
+    config.threads = Some(1);
+    let runtime = server::runtime_for(&config)?;
+    let generation = crate::generation::build(0, config, &runtime, 1).map_err(|e| e.to_string())?;
+    for f in &generation.filters {
+        let m = f.module();
+        println!(
+            "ok  {}  abi {}  {} bytes  sha256 {}  ({})",
+            f.name,
+            m.abi(),
+            m.size(),
+            m.sha256_hex(),
+            f.source
+        );
+    }
+    println!(
+        "{}: {} filter(s), {} route(s), {} upstream(s): OK",
+        path.display(),
+        generation.filters.len(),
+        generation.routes.len(),
+        generation.config.upstreams.len()
+    );
+    Ok(())
+}
