@@ -1,1 +1,17 @@
-//! placeholder
+//! # wasmgate-integration
+//!
+//! End-to-end test harness: the real proxy binary ([`proxy`]), real upstream servers on
+//! loopback ([`origin`]), real HTTP clients ([`client`]). The tests themselves are in
+//! `tests/all/`.
+
+pub mod client;
+pub mod origin;
+pub mod proxy;
+
+/// The directory of the built filters (`*.wasm`), from the build script.
+pub const FILTERS_DIR: &str = env!("WASMGATE_FILTERS_DIR");
+
+/// The path of a built filter, e.g. `filter("testkit")`.
+pub fn filter(name: &str) -> String {
+    format!("{FILTERS_DIR}/{name}.wasm")
+}
