@@ -9,7 +9,14 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip1";
 
 /// Modules the integration tests load; a build that lacks one is a broken build.
-const EXPECTED: &[&str] = &["add_header.wasm", "testkit.wasm"];
+const EXPECTED: &[&str] = &[
+    "add_header.wasm",
+    "body_rewrite.wasm",
+    "ext_auth.wasm",
+    "rate_limit.wasm",
+    "testkit.wasm",
+    "grpc_probe.wasm",
+];
 
 /// Set to anything but "" or "0" to skip the nested cargo and use whatever is already built
 /// (e.g. CI built the filters in an earlier step, or no wasm32-wasip1 target is at hand).

@@ -1,12 +1,16 @@
 //! A chain of filters and one stream's trip through it, with Envoy's semantics: request
 //! callbacks in chain order, response callbacks in reverse order, later filters seeing earlier
-//! filters' edits, deferred local replies that the response callbacks then see, and each
-//! filter's failure policy.
+//! filters' edits, body buffering by the filter that pauses, deferred local replies that the
+//! response callbacks then see, pause and resume, and each filter's failure policy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
+use tokio::sync::Notify;
 
+use crate::body::Body;
 use crate::fault::Fault;
 use crate::header_map::{HeaderMap, Pseudo};
 use crate::pool::{FilterPool, Unavailable};
@@ -38,20 +42,22 @@ impl Chain {
     }
 }
 
-/// What the embedder must do after a phase of the chain.
+/// What the embedder must do after a step of the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Go on: apply the edits in the stream's header maps and proxy.
+    /// Go on: apply the edits in the stream's header maps, forward the body bytes returned.
     Continue,
-    /// Answer with the stream's response headers and this body, instead of (or in place of)
-    /// the upstream response. The response callbacks have run, or will run, on it.
+    /// Answer with the stream's response headers and this reply's body instead of (or in
+    /// place of) the upstream response. The response callbacks have run, or will run, on it.
     LocalReply(LocalReply),
-    /// A fail-closed filter failed: answer 503 and run no more filter callbacks.
+    /// A fail-closed filter failed: answer 503 (or abort if the response has started).
     Failed { filter: String },
-    /// A filter paused the stream and did not resume it during its callback.
+    /// A filter paused the stream: wait with [`ChainStream::wait`], then [`ChainStream::resume`].
     Paused { filter: usize },
     /// A filter asked to reset the stream.
     Close,
+    /// A buffering filter's body limit was exceeded: 413 for a request, fail the response.
+    TooLarge { filter: String },
 }
 
 /// A filter failure seen by one stream, for the embedder's logs and metrics.
@@ -60,7 +66,7 @@ pub struct FilterFailure {
     pub filter: String,
     /// The fault, when the failure happened in this stream's call.
     pub fault: Option<Fault>,
-    /// Why there was no VM, or why the context was lost, when there was no fault here.
+    /// What happened, in words.
     pub reason: String,
     /// The filter was skipped (fail-open) rather than failing the stream.
     pub failed_open: bool,
@@ -82,6 +88,33 @@ enum Binding {
     Lost,
 }
 
+/// A direction of the stream: which way data flows through the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Request,
+    Response,
+}
+
+/// Where a paused stream stopped, to continue from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PausePoint {
+    RequestHeaders { filter: usize, eos: bool },
+    RequestBody { filter: usize },
+    ResponseHeaders { filter: usize, eos: bool },
+    ResponseTrailers { filter: usize },
+}
+
+impl PausePoint {
+    fn filter(self) -> usize {
+        match self {
+            Self::RequestHeaders { filter, .. }
+            | Self::RequestBody { filter }
+            | Self::ResponseHeaders { filter, .. }
+            | Self::ResponseTrailers { filter } => filter,
+        }
+    }
+}
+
 enum Step {
     Done(Action),
     Skip,
@@ -92,10 +125,15 @@ enum Step {
 #[derive(Debug)]
 pub struct ChainStream {
     chain: Arc<Chain>,
+    /// `None` only while the stream is parked in a VM (paused).
     stream: Option<Box<HttpStream>>,
     bindings: Vec<Binding>,
     failures: Vec<FilterFailure>,
     finished: bool,
+    /// The filter holding buffered body data, per direction.
+    hold: [Option<usize>; 2],
+    paused: Option<PausePoint>,
+    waker: Arc<Notify>,
 }
 
 impl ChainStream {
@@ -107,6 +145,9 @@ impl ChainStream {
             bindings,
             failures: Vec::new(),
             finished: false,
+            hold: [None, None],
+            paused: None,
+            waker: Arc::new(Notify::new()),
         }
     }
 
@@ -114,17 +155,26 @@ impl ChainStream {
         &self.chain
     }
 
-    /// The stream's state. Always present between calls.
+    /// The stream's state. Present except while the stream is paused.
+    ///
+    /// # Panics
+    /// While the stream is paused (between a `Paused` verdict and `resume`).
     pub fn stream(&self) -> &HttpStream {
         self.stream
             .as_deref()
-            .expect("the stream is only lent out during a guest call")
+            .expect("the stream is parked in a VM while paused")
     }
 
+    /// The stream's state, to fill or apply. Same presence rule as [`ChainStream::stream`].
     pub fn stream_mut(&mut self) -> &mut HttpStream {
         self.stream
             .as_deref_mut()
-            .expect("the stream is only lent out during a guest call")
+            .expect("the stream is parked in a VM while paused")
+    }
+
+    /// Whether the stream is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
     }
 
     /// Failures seen since the last call, for logs and metrics.
@@ -132,29 +182,27 @@ impl ChainStream {
         std::mem::take(&mut self.failures)
     }
 
+    fn len(&self) -> usize {
+        self.chain.len()
+    }
+
     /// Runs the request-headers callbacks in chain order.
-    pub async fn on_request_headers(&mut self, end_of_stream: bool) -> Verdict {
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Verdict {
         self.stream_mut()
             .set_map_state(MapType::RequestHeaders, MapState::Writable);
-        for i in 0..self.chain.len() {
-            match self
-                .deliver(i, HttpEvent::RequestHeaders { end_of_stream })
-                .await
-            {
+        self.run_request_headers(0, end_of_stream)
+    }
+
+    fn run_request_headers(&mut self, from: usize, eos: bool) -> Verdict {
+        for i in from..self.len() {
+            match self.deliver(i, HttpEvent::RequestHeaders { end_of_stream: eos }) {
                 Step::Skip => continue,
                 Step::Fail => return self.failed(i),
                 Step::Done(action) => {
-                    let stream = self.stream_mut();
-                    if let Some(reply) = stream.take_local_reply() {
-                        stream.set_map_state(MapType::RequestHeaders, MapState::ReadOnly);
-                        return Verdict::LocalReply(self.install_reply(reply));
-                    }
-                    if stream.close_requested() {
-                        return Verdict::Close;
-                    }
-                    let resumed = stream.take_continue_request();
-                    if action == Action::Pause && !resumed {
-                        return Verdict::Paused { filter: i };
+                    if let Some(v) = self.after_request_callback(action, i, |filter| {
+                        PausePoint::RequestHeaders { filter, eos }
+                    }) {
+                        return v;
                     }
                 }
             }
@@ -164,18 +212,54 @@ impl ChainStream {
         Verdict::Continue
     }
 
+    /// What a request-side callback's outcome means: a local reply, a close or a pause end
+    /// the iteration; `None` means go on to the next filter.
+    fn after_request_callback(
+        &mut self,
+        action: Action,
+        i: usize,
+        point: impl FnOnce(usize) -> PausePoint,
+    ) -> Option<Verdict> {
+        let stream = self.stream_mut();
+        if let Some(reply) = stream.take_local_reply() {
+            stream.set_map_state(MapType::RequestHeaders, MapState::ReadOnly);
+            return Some(Verdict::LocalReply(self.install_reply(reply)));
+        }
+        if stream.close_requested() {
+            return Some(Verdict::Close);
+        }
+        let resumed = stream.take_continue_request();
+        if action == Action::Pause && !resumed {
+            return Some(self.park(point(i)));
+        }
+        None
+    }
+
+    /// Runs the request-body callbacks on a chunk and returns the bytes to send upstream now
+    /// (empty while a filter buffers). A filter that returns Pause holds the data; the next
+    /// call shows it the whole buffered body, and the end-of-stream call the whole body.
+    pub fn on_request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> (Verdict, Bytes) {
+        self.run_body(Dir::Request, Body::from_bytes(chunk), end_of_stream, None)
+    }
+
     /// Runs the response-headers callbacks in reverse chain order, on the upstream response or
     /// on a local reply. A local reply asked for here replaces the response; the filters not
     /// yet called see the reply instead.
-    pub async fn on_response_headers(&mut self, end_of_stream: bool) -> Verdict {
+    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Verdict {
         self.stream_mut()
             .set_map_state(MapType::ResponseHeaders, MapState::Writable);
-        let mut reply = None;
-        for i in (0..self.chain.len()).rev() {
-            match self
-                .deliver(i, HttpEvent::ResponseHeaders { end_of_stream })
-                .await
-            {
+        self.run_response_headers(self.len(), end_of_stream, None)
+    }
+
+    /// `to` is one past the next filter to call (they run downwards).
+    fn run_response_headers(
+        &mut self,
+        to: usize,
+        eos: bool,
+        mut reply: Option<LocalReply>,
+    ) -> Verdict {
+        for i in (0..to).rev() {
+            match self.deliver(i, HttpEvent::ResponseHeaders { end_of_stream: eos }) {
                 Step::Skip => continue,
                 Step::Fail => return self.failed(i),
                 Step::Done(action) => {
@@ -190,7 +274,7 @@ impl ChainStream {
                     }
                     let resumed = stream.take_continue_response();
                     if action == Action::Pause && !resumed && reply.is_none() {
-                        return Verdict::Paused { filter: i };
+                        return self.park(PausePoint::ResponseHeaders { filter: i, eos });
                     }
                 }
             }
@@ -203,15 +287,309 @@ impl ChainStream {
         }
     }
 
+    /// Runs the response-body callbacks (reverse order) on a chunk and returns the bytes to
+    /// send downstream now. The response headers are already on their way, so a local reply
+    /// here resets the stream (Envoy does the same), and a pause at the end of the stream cannot
+    /// be waited on and fails the stream.
+    pub fn on_response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> (Verdict, Bytes) {
+        let (verdict, data) =
+            self.run_body(Dir::Response, Body::from_bytes(chunk), end_of_stream, None);
+        match verdict {
+            Verdict::LocalReply(_) => (Verdict::Close, Bytes::new()),
+            Verdict::Paused { filter } => {
+                self.unpark_now();
+                let name = self.filter_name(filter);
+                self.failures.push(FilterFailure {
+                    filter: name.clone(),
+                    fault: None,
+                    reason: "paused at the end of the response body, which cannot wait here".into(),
+                    failed_open: false,
+                });
+                (Verdict::Failed { filter: name }, Bytes::new())
+            }
+            v => (v, data),
+        }
+    }
+
+    /// Runs the response-trailers callbacks (reverse order) on the stream's response trailers.
+    pub fn on_response_trailers(&mut self) -> Verdict {
+        self.stream_mut()
+            .set_map_state(MapType::ResponseTrailers, MapState::Writable);
+        self.run_response_trailers(self.len())
+    }
+
+    fn run_response_trailers(&mut self, to: usize) -> Verdict {
+        for i in (0..to).rev() {
+            match self.deliver(i, HttpEvent::ResponseTrailers) {
+                Step::Skip => continue,
+                Step::Fail => return self.failed(i),
+                Step::Done(action) => {
+                    let stream = self.stream_mut();
+                    if stream.take_local_reply().is_some() || stream.close_requested() {
+                        return Verdict::Close;
+                    }
+                    if action == Action::Pause && !stream.take_continue_response() {
+                        return self.park(PausePoint::ResponseTrailers { filter: i });
+                    }
+                }
+            }
+        }
+        self.stream_mut()
+            .set_map_state(MapType::ResponseTrailers, MapState::ReadOnly);
+        Verdict::Continue
+    }
+
+    /// The filters in the order data flows through them.
+    fn order(&self, dir: Dir) -> Vec<usize> {
+        match dir {
+            Dir::Request => (0..self.len()).collect(),
+            Dir::Response => (0..self.len()).rev().collect(),
+        }
+    }
+
+    /// Passes body data through the chain in `dir`'s order. `resume_after` continues the
+    /// end-of-stream iteration after the filter that paused, with the body it held.
+    fn run_body(
+        &mut self,
+        dir: Dir,
+        data: Body,
+        eos: bool,
+        resume_after: Option<usize>,
+    ) -> (Verdict, Bytes) {
+        let request = dir == Dir::Request;
+        let d = dir as usize;
+        let order = self.order(dir);
+        let mut data = data;
+        let mut held = None;
+        let start = match resume_after {
+            Some(k) => {
+                // The paused filter's body is the data that now flows on.
+                data = self
+                    .stream_mut()
+                    .body_mut(request)
+                    .take()
+                    .unwrap_or_default();
+                self.hold[d] = None;
+                order
+                    .iter()
+                    .position(|&i| i == k)
+                    .map_or(order.len(), |p| p + 1)
+            }
+            None => {
+                if self.hold[d].is_some() {
+                    held = self.stream_mut().body_mut(request).take();
+                }
+                0
+            }
+        };
+        for &i in &order[start..] {
+            let holding = self.hold[d] == Some(i);
+            let shown = if holding {
+                let mut body = held.take().unwrap_or_default();
+                body.append(std::mem::take(&mut data));
+                let limit = self.chain.filters[i].plugin().info().limits.max_body_bytes;
+                if body.len() > limit {
+                    return (
+                        Verdict::TooLarge {
+                            filter: self.filter_name(i),
+                        },
+                        Bytes::new(),
+                    );
+                }
+                body
+            } else {
+                std::mem::take(&mut data)
+            };
+            let size = u32::try_from(shown.len()).unwrap_or(u32::MAX);
+            *self.stream_mut().body_mut(request) = Some(shown);
+            let event = if request {
+                HttpEvent::RequestBody {
+                    size,
+                    end_of_stream: eos,
+                }
+            } else {
+                HttpEvent::ResponseBody {
+                    size,
+                    end_of_stream: eos,
+                }
+            };
+            let action = match self.deliver(i, event) {
+                Step::Skip => Action::Continue,
+                Step::Fail => {
+                    *self.stream_mut().body_mut(request) = None;
+                    return (self.failed(i), Bytes::new());
+                }
+                Step::Done(action) => action,
+            };
+            let stream = self.stream_mut();
+            if let Some(reply) = stream.take_local_reply() {
+                *stream.body_mut(request) = None;
+                return (Verdict::LocalReply(self.install_reply(reply)), Bytes::new());
+            }
+            if stream.close_requested() {
+                return (Verdict::Close, Bytes::new());
+            }
+            let resumed = if request {
+                stream.take_continue_request()
+            } else {
+                stream.take_continue_response()
+            };
+            if action == Action::Pause && !resumed {
+                // This filter holds the data (it stays as the stream's body).
+                self.hold[d] = Some(i);
+                if eos {
+                    return (
+                        self.park(PausePoint::RequestBody { filter: i }),
+                        Bytes::new(),
+                    );
+                }
+                return (Verdict::Continue, Bytes::new());
+            }
+            if holding {
+                self.hold[d] = None;
+            }
+            data = self
+                .stream_mut()
+                .body_mut(request)
+                .take()
+                .unwrap_or_default();
+        }
+        (Verdict::Continue, data.into_bytes())
+    }
+
+    /// Waits until the paused stream may go on: a filter resumed it, replied, or closed it;
+    /// the VM holding it failed; or `timeout` passed (returns false).
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        if self.paused.is_none() {
+            return true;
+        }
+        tokio::time::timeout(timeout, self.waker.notified())
+            .await
+            .is_ok()
+    }
+
+    /// Continues a paused stream from where it stopped, once [`ChainStream::wait`] returned.
+    /// If no filter asked for anything yet, the stream stays paused (`Paused` again). Returns
+    /// body bytes to forward when the pause was in the request body.
+    pub fn resume(&mut self) -> (Verdict, Bytes) {
+        let Some(point) = self.paused else {
+            return (Verdict::Continue, Bytes::new());
+        };
+        let Some(alive) = self.unpark_now() else {
+            return (self.failed(point.filter()), Bytes::new());
+        };
+        let i = point.filter();
+        if !alive {
+            let reason = "its VM failed while the stream was paused".to_string();
+            if let Step::Fail = self.failure(i, None, reason) {
+                return (self.failed(i), Bytes::new());
+            }
+        }
+        let stream = self.stream_mut();
+        let asked = stream.has_local_reply()
+            || stream.close_requested()
+            || stream.actions.continue_request
+            || stream.actions.continue_response;
+        if alive && !asked {
+            return (self.park(point), Bytes::new());
+        }
+        match point {
+            PausePoint::RequestHeaders { filter, eos } => {
+                match self.after_request_callback(Action::Continue, filter, |f| {
+                    PausePoint::RequestHeaders { filter: f, eos }
+                }) {
+                    Some(v) => (v, Bytes::new()),
+                    None => (self.run_request_headers(filter + 1, eos), Bytes::new()),
+                }
+            }
+            PausePoint::RequestBody { filter } => {
+                let stream = self.stream_mut();
+                if let Some(reply) = stream.take_local_reply() {
+                    *stream.body_mut(true) = None;
+                    return (Verdict::LocalReply(self.install_reply(reply)), Bytes::new());
+                }
+                if stream.close_requested() {
+                    return (Verdict::Close, Bytes::new());
+                }
+                stream.take_continue_request();
+                self.run_body(Dir::Request, Body::default(), true, Some(filter))
+            }
+            PausePoint::ResponseHeaders { filter, eos } => {
+                let stream = self.stream_mut();
+                if stream.close_requested() {
+                    return (Verdict::Close, Bytes::new());
+                }
+                stream.take_continue_response();
+                let reply = stream.take_local_reply().map(|r| self.install_reply(r));
+                (self.run_response_headers(filter, eos, reply), Bytes::new())
+            }
+            PausePoint::ResponseTrailers { filter } => {
+                let stream = self.stream_mut();
+                if stream.close_requested() || stream.take_local_reply().is_some() {
+                    return (Verdict::Close, Bytes::new());
+                }
+                stream.take_continue_response();
+                (self.run_response_trailers(filter), Bytes::new())
+            }
+        }
+    }
+
+    /// Parks the stream in the VM of the filter that paused it.
+    fn park(&mut self, point: PausePoint) -> Verdict {
+        let i = point.filter();
+        let Binding::Bound {
+            slot,
+            incarnation,
+            context,
+        } = self.bindings[i]
+        else {
+            return self.failed(i);
+        };
+        let pool = self.chain.filters[i].clone();
+        let mut guard = pool.lock(slot);
+        let Some(vm) = guard.vm_if(incarnation) else {
+            return self.failed(i);
+        };
+        let Some(stream) = self.stream.take() else {
+            return self.failed(i);
+        };
+        vm.park(context, stream, self.waker.clone());
+        self.paused = Some(point);
+        Verdict::Paused { filter: i }
+    }
+
+    /// Takes the stream back from the VM it is parked in: `Some(alive)` with whether that VM
+    /// still lives, `None` if the stream cannot be found (it is lost).
+    fn unpark_now(&mut self) -> Option<bool> {
+        let point = self.paused.take()?;
+        let i = point.filter();
+        let Binding::Bound {
+            slot,
+            incarnation,
+            context,
+        } = self.bindings[i]
+        else {
+            return None;
+        };
+        let pool = self.chain.filters[i].clone();
+        let (stream, alive) = pool.lock(slot).unpark(incarnation, context)?;
+        self.stream = Some(stream);
+        Some(alive)
+    }
+
     /// Ends every context the stream created: `proxy_on_log`, `proxy_on_done` and
-    /// `proxy_on_delete`, once each, whatever happened to the stream. Call it exactly once, at
-    /// the end of the stream; later calls do nothing.
-    pub async fn finish(&mut self) {
+    /// `proxy_on_delete`, once each, whatever happened to the stream. Call it at the end of the
+    /// stream; later calls do nothing.
+    pub fn finish(&mut self) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
+        if self.paused.is_some() && self.unpark_now().is_none() {
+            // The stream was lost with its VM: there is nothing left to log.
+            return;
+        }
         self.readonly_for_log();
-        for i in 0..self.chain.len() {
+        for i in 0..self.len() {
             let Binding::Bound {
                 slot,
                 incarnation,
@@ -221,7 +599,7 @@ impl ChainStream {
                 continue;
             };
             let pool = self.chain.filters[i].clone();
-            let mut guard = pool.lock(slot).await;
+            let mut guard = pool.lock(slot);
             let Some(vm) = guard.vm_if(incarnation) else {
                 continue;
             };
@@ -242,7 +620,9 @@ impl ChainStream {
 
     /// Every map that exists becomes read-only: `proxy_on_log` may read, not change.
     fn readonly_for_log(&mut self) {
-        let stream = self.stream_mut();
+        let Some(stream) = self.stream.as_deref_mut() else {
+            return;
+        };
         for map in [
             MapType::RequestHeaders,
             MapType::RequestTrailers,
@@ -285,9 +665,13 @@ impl ChainStream {
         reply
     }
 
+    fn filter_name(&self, i: usize) -> String {
+        self.chain.filters[i].plugin().info().name.clone()
+    }
+
     fn failed(&mut self, i: usize) -> Verdict {
         Verdict::Failed {
-            filter: self.chain.filters[i].plugin().info().name.clone(),
+            filter: self.filter_name(i),
         }
     }
 
@@ -311,7 +695,7 @@ impl ChainStream {
     }
 
     /// Delivers one event to filter `i`, creating its context first if needed.
-    async fn deliver(&mut self, i: usize, event: HttpEvent) -> Step {
+    fn deliver(&mut self, i: usize, event: HttpEvent) -> Step {
         let pool = self.chain.filters[i].clone();
         let slot = match self.bindings[i] {
             Binding::Skipped => return Step::Skip,
@@ -319,7 +703,7 @@ impl ChainStream {
             Binding::Bound { slot, .. } => slot,
             Binding::Unbound => pool.slot_for_current_thread(),
         };
-        let mut guard = pool.lock(slot).await;
+        let mut guard = pool.lock(slot);
         let (vm, context) = match self.bindings[i] {
             Binding::Bound {
                 incarnation,
@@ -355,7 +739,10 @@ impl ChainStream {
             },
         };
         match vm.on_http(context, &mut self.stream, event) {
-            Ok(action) => Step::Done(action),
+            Ok(action) => {
+                guard.succeeded();
+                Step::Done(action)
+            }
             Err(fault) => {
                 guard.fail(&fault);
                 self.failure(i, Some(fault.clone()), fault.to_string())
@@ -365,33 +752,10 @@ impl ChainStream {
 }
 
 impl Drop for ChainStream {
-    /// A stream dropped without [`ChainStream::finish`] (its task was cancelled) still ends its
-    /// contexts when their VMs are free, so that guests do not accumulate dead contexts.
+    /// A stream dropped without [`ChainStream::finish`] (its task was cancelled, e.g. the
+    /// client went away) still ends its contexts, so that guests do not accumulate dead ones.
     fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        self.readonly_for_log();
-        for i in 0..self.chain.len() {
-            let Binding::Bound {
-                slot,
-                incarnation,
-                context,
-            } = self.bindings[i]
-            else {
-                continue;
-            };
-            let pool = self.chain.filters[i].clone();
-            let Some(mut guard) = pool.try_lock(slot) else {
-                continue;
-            };
-            if let Some(vm) = guard.vm_if(incarnation)
-                && let Err(fault) = vm.finish_http(context, &mut self.stream)
-            {
-                guard.fail(&fault);
-            }
-        }
+        self.finish();
     }
 }
 

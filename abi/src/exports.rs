@@ -103,6 +103,9 @@ pub(crate) enum HeadersFn {
     V2(TypedFunc<(u32, u32, u32), u32>),
 }
 
+/// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
+pub(crate) type CallResponseArgs = (u32, u32, u32, u32, u32);
+
 /// Typed handles to every callback a VM may call, looked up once per instance.
 #[derive(Clone)]
 pub(crate) struct Exports {
@@ -123,6 +126,13 @@ pub(crate) struct Exports {
     pub on_done: Option<TypedFunc<u32, u32>>,
     pub on_log: Option<TypedFunc<u32, ()>>,
     pub on_delete: Option<TypedFunc<u32, ()>>,
+    pub on_tick: Option<TypedFunc<u32, ()>>,
+    pub on_http_call_response: Option<TypedFunc<CallResponseArgs, ()>>,
+    pub on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+    pub on_grpc_receive_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_grpc_receive_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
 }
 
 impl std::fmt::Debug for Exports {
@@ -189,6 +199,13 @@ impl Exports {
             on_done: opt!("proxy_on_done"),
             on_log: opt!("proxy_on_log"),
             on_delete: opt!("proxy_on_delete"),
+            on_tick: opt!("proxy_on_tick"),
+            on_http_call_response: opt!("proxy_on_http_call_response"),
+            on_queue_ready: opt!("proxy_on_queue_ready"),
+            on_grpc_receive_initial_metadata: opt!("proxy_on_grpc_receive_initial_metadata"),
+            on_grpc_receive: opt!("proxy_on_grpc_receive"),
+            on_grpc_receive_trailing_metadata: opt!("proxy_on_grpc_receive_trailing_metadata"),
+            on_grpc_close: opt!("proxy_on_grpc_close"),
         })
     }
 }

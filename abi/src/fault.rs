@@ -46,7 +46,7 @@ pub struct Fault {
 }
 
 impl Fault {
-    pub(crate) fn new(kind: FaultKind, during: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: FaultKind, during: &'static str, message: impl Into<String>) -> Self {
         Fault {
             kind,
             during,

@@ -21,13 +21,20 @@
 //! broken host invariant or an exhausted limit (deadline, memory) is a [`Fault`]: the VM is
 //! thrown away and the request fails according to the filter's policy.
 
+mod background;
+pub mod body;
+mod cache;
+mod callout;
 mod chain;
 mod error;
 mod exports;
 mod fault;
 mod guest_log;
 pub mod header_map;
+mod home;
 mod host;
+#[cfg(test)]
+mod hostile_tests;
 mod limits;
 mod memory;
 mod module;
@@ -35,6 +42,7 @@ pub mod pairs;
 mod plugin;
 mod pool;
 mod runtime;
+pub mod shared;
 mod state;
 mod stream;
 #[cfg(test)]
@@ -42,17 +50,25 @@ mod testing;
 mod types;
 mod vm;
 
+pub use body::Body;
+pub use cache::CacheStatus;
+pub use callout::{
+    CalloutError, CalloutFuture, CalloutHandler, CalloutRequest, CalloutResponse, GrpcEvent,
+    GrpcFuture, GrpcOutbound, GrpcOutboundSender, GrpcRequest, GrpcSend, grpc_status,
+};
 pub use chain::{Chain, ChainStream, FilterFailure, Verdict};
 pub use error::LoadError;
 pub use fault::{Fault, FaultKind};
 pub use guest_log::{LogSink, TracingLog};
 pub use header_map::{Edit, FieldName, HeaderMap, Pseudo};
+pub use home::VmHome;
 pub use host::{ENV_FUNCTIONS, WASI_FUNCTIONS, WASI_MODULES};
 pub use limits::{Limits, MAX_FD_WRITE_BYTES, MAX_RANDOM_BYTES};
 pub use module::CompiledModule;
 pub use plugin::{Plugin, PluginConfig, PluginInfo};
 pub use pool::{FilterPool, PoolStats, SlotGuard, Unavailable};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use shared::SharedStores;
 pub use state::HostState;
 pub use stream::{HttpStream, LocalReply, MapState, StreamInfo};
 pub use types::{AbiVersion, Action, BufferType, LogLevel, MapType, Status, StreamType};

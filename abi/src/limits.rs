@@ -20,6 +20,9 @@ pub struct Limits {
     pub max_pairs: usize,
     /// Largest single header name plus value a guest may write.
     pub max_header_bytes: usize,
+    /// Largest body a filter may hold while it buffers (returns Pause from a body callback),
+    /// and largest body it may write. Past it the request gets 413, or the response fails.
+    pub max_body_bytes: usize,
     /// Largest body of a local reply.
     pub max_local_reply_body: usize,
     /// Largest log message kept; longer ones are cut (the guest still gets Ok).
@@ -35,6 +38,7 @@ impl Default for Limits {
             max_pairs_bytes: 1 << 20,
             max_pairs: 1024,
             max_header_bytes: 64 << 10,
+            max_body_bytes: 1 << 20,
             max_local_reply_body: 1 << 20,
             max_log_bytes: 16 << 10,
         }

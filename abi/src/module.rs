@@ -71,8 +71,17 @@ impl Runtime {
     ///
     /// This is the expensive step (milliseconds to seconds): call it at startup or on reload,
     /// never on the request path. Precompiled artifacts are refused: only wasm or WAT is
-    /// accepted, so nothing a user supplies is ever deserialized as machine code.
+    /// accepted, so nothing a user supplies is ever deserialized as machine code. To reuse
+    /// compilations across restarts, see [`Runtime::compile_cached`].
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<CompiledModule>, LoadError> {
+        self.check_source(bytes)?;
+        let module = self.compile_module(bytes)?;
+        self.link(module, Sha256::digest(bytes).into(), bytes.len())
+    }
+
+    /// Refuses what must never reach the compiler: oversized input, and anything that is
+    /// neither binary wasm nor WAT text (such as a precompiled artifact).
+    pub(crate) fn check_source(&self, bytes: &[u8]) -> Result<(), LoadError> {
         let limit = self.config().max_module_bytes;
         if bytes.len() > limit {
             return Err(LoadError::TooLarge {
@@ -86,8 +95,22 @@ impl Runtime {
         if !is_binary && !is_text {
             return Err(LoadError::NotWasm);
         }
-        let module =
-            Module::new(self.engine(), bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Ok(())
+    }
+
+    /// Compiles (and validates) source that passed [`Runtime::check_source`].
+    pub(crate) fn compile_module(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+        Module::new(self.engine(), bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Checks that a compiled module is a proxy-wasm module this host can run, and links it.
+    /// `sha256` and `size` describe the source it was compiled from.
+    pub(crate) fn link(
+        &self,
+        module: Module,
+        sha256: [u8; 32],
+        size: usize,
+    ) -> Result<Arc<CompiledModule>, LoadError> {
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;
         check_imports(&module)?;
@@ -99,8 +122,8 @@ impl Runtime {
             runtime: self.clone(),
             pre,
             abi,
-            sha256: Sha256::digest(bytes).into(),
-            size: bytes.len(),
+            sha256,
+            size,
         }))
     }
 }

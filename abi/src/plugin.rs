@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::callout::CalloutHandler;
 use crate::guest_log::LogSink;
 use crate::limits::Limits;
 use crate::module::CompiledModule;
 
 /// How a filter is configured: what Envoy calls the plugin config.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PluginConfig {
     /// Unique in the chain; the `plugin_name` property.
     pub name: String,
@@ -24,6 +25,19 @@ pub struct PluginConfig {
     pub limits: Limits,
     /// Skip the filter when its VM fails, instead of failing the request with 503.
     pub fail_open: bool,
+    /// Performs the filter's `proxy_http_call`s; without one, every call is BadArgument.
+    pub callouts: Option<Arc<dyn CalloutHandler>>,
+}
+
+impl std::fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginConfig")
+            .field("name", &self.name)
+            .field("root_id", &self.root_id)
+            .field("vm_id", &self.vm_id)
+            .field("fail_open", &self.fail_open)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a VM's host state knows of its plugin.
@@ -36,6 +50,7 @@ pub struct PluginInfo {
     pub limits: Limits,
     pub fail_open: bool,
     pub(crate) log: Arc<dyn LogSink>,
+    pub(crate) callouts: Option<Arc<dyn CalloutHandler>>,
 }
 
 impl std::fmt::Debug for PluginInfo {
@@ -68,6 +83,7 @@ impl Plugin {
             limits: config.limits,
             fail_open: config.fail_open,
             log,
+            callouts: config.callouts,
         };
         Plugin {
             module,
@@ -96,6 +112,7 @@ impl PluginInfo {
             limits: self.limits.clone(),
             fail_open: self.fail_open,
             log: self.log.clone(),
+            callouts: self.callouts.clone(),
         }
     }
 }

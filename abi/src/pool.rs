@@ -2,19 +2,22 @@
 //! one VM per plugin per worker thread. A slot whose VM faulted gets a fresh VM, with a backoff
 //! when the filter keeps failing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::LoadError;
 use crate::fault::Fault;
+use crate::home::VmHome;
 use crate::plugin::Plugin;
+use crate::stream::HttpStream;
 use crate::vm::Vm;
 
-/// Faults in a row after which a slot waits before building another VM.
-const BACKOFF_AFTER: u32 = 3;
+/// Faults in a row (with no successful callback between them) after which a slot waits before
+/// building another VM: a filter that traps on every request is not rebuilt for every request.
+const BACKOFF_AFTER: u32 = 5;
 /// The first wait; it doubles with every further fault, up to [`BACKOFF_MAX`].
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -36,6 +39,8 @@ pub struct FilterPool {
     plugin: Plugin,
     slots: Box<[Mutex<Slot>]>,
     stats: PoolStats,
+    /// Itself, for the homes of the VMs it builds later.
+    this: Weak<FilterPool>,
 }
 
 /// One VM and what is known of its history.
@@ -47,6 +52,9 @@ struct Slot {
     incarnation: u64,
     consecutive_faults: u32,
     last_fault: Option<Instant>,
+    /// Streams that were parked in a VM when it faulted, by (incarnation, context), until their
+    /// tasks take them back.
+    orphans: Vec<(u64, u32, Box<HttpStream>)>,
 }
 
 /// Why a slot has no VM to offer.
@@ -83,21 +91,40 @@ impl FilterPool {
     /// Starts `slots` VMs of the plugin now, so that requests never wait for one. Fails if
     /// any VM fails to start.
     pub fn new(plugin: Plugin, slots: usize) -> Result<Arc<FilterPool>, LoadError> {
-        let slots = (0..slots.max(1))
-            .map(|_| {
-                Ok(Mutex::new(Slot {
-                    vm: Some(Vm::start(&plugin)?),
+        let mut error = None;
+        let pool = Arc::new_cyclic(|this: &Weak<FilterPool>| {
+            let mut built = Vec::with_capacity(slots.max(1));
+            for slot in 0..slots.max(1) {
+                let home = VmHome {
+                    pool: this.clone(),
+                    slot,
                     incarnation: 0,
-                    consecutive_faults: 0,
-                    last_fault: None,
-                }))
-            })
-            .collect::<Result<Vec<_>, LoadError>>()?;
-        Ok(Arc::new(FilterPool {
-            plugin,
-            slots: slots.into_boxed_slice(),
-            stats: PoolStats::default(),
-        }))
+                };
+                match Vm::start_at(&plugin, Some(home)) {
+                    Ok(vm) => built.push(Mutex::new(Slot {
+                        vm: Some(vm),
+                        incarnation: 0,
+                        consecutive_faults: 0,
+                        last_fault: None,
+                        orphans: Vec::new(),
+                    })),
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            FilterPool {
+                plugin: plugin.clone(),
+                slots: built.into_boxed_slice(),
+                stats: PoolStats::default(),
+                this: this.clone(),
+            }
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok(pool),
+        }
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -123,21 +150,16 @@ impl FilterPool {
         thread_index() % self.slots.len()
     }
 
-    /// Waits for exclusive use of a slot. Calls into one VM are serialized, like Envoy's
-    /// per-worker VM; hold the guard only around guest calls, never across other awaits.
-    pub async fn lock(&self, slot: usize) -> SlotGuard<'_> {
+    /// Exclusive use of a slot. Calls into one VM are serialized, like Envoy's per-worker VM.
+    /// Guest calls are synchronous and bounded by the callback deadline, so the lock is held for
+    /// microseconds (at worst the deadline); never hold the guard across an `.await`.
+    pub fn lock(&self, slot: usize) -> SlotGuard<'_> {
+        let index = slot % self.slots.len();
         SlotGuard {
             pool: self,
-            slot: self.slots[slot % self.slots.len()].lock().await,
+            index,
+            slot: self.slots[index].lock(),
         }
-    }
-
-    /// Takes a slot without waiting, for synchronous phases.
-    pub fn try_lock(&self, slot: usize) -> Option<SlotGuard<'_>> {
-        Some(SlotGuard {
-            pool: self,
-            slot: self.slots[slot % self.slots.len()].try_lock().ok()?,
-        })
     }
 }
 
@@ -145,6 +167,7 @@ impl FilterPool {
 #[derive(Debug)]
 pub struct SlotGuard<'a> {
     pool: &'a FilterPool,
+    index: usize,
     slot: MutexGuard<'a, Slot>,
 }
 
@@ -171,17 +194,40 @@ impl SlotGuard<'_> {
         self.slot.vm.as_mut()
     }
 
-    /// Throws the VM away after a fault; the next user gets a fresh one.
+    /// Throws the VM away after a fault; the next user gets a fresh one. Streams parked in it
+    /// are kept for their tasks, which are woken.
     pub fn fail(&mut self, _fault: &Fault) {
         let slot = &mut *self.slot;
-        slot.vm = None;
+        if let Some(mut vm) = slot.vm.take() {
+            let incarnation = slot.incarnation;
+            for (ctx, stream) in vm.take_parked() {
+                slot.orphans.push((incarnation, ctx, stream));
+            }
+        }
         slot.incarnation += 1;
         slot.consecutive_faults = slot.consecutive_faults.saturating_add(1);
         slot.last_fault = Some(Instant::now());
         self.pool.stats.faults.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records that the VM served a stream to its end: the filter is healthy again.
+    /// Takes back a stream parked in incarnation `incarnation` under context `ctx`, and whether
+    /// that VM is still alive (if not, the stream was rescued from a VM that faulted).
+    pub fn unpark(&mut self, incarnation: u64, ctx: u32) -> Option<(Box<HttpStream>, bool)> {
+        if let Some(vm) = self.vm_if(incarnation)
+            && let Some(stream) = vm.unpark(ctx)
+        {
+            return Some((stream, true));
+        }
+        let orphans = &mut self.slot.orphans;
+        let i = orphans
+            .iter()
+            .position(|(inc, c, _)| *inc == incarnation && *c == ctx)?;
+        let (_, _, mut stream) = orphans.swap_remove(i);
+        stream.waker = None;
+        Some((stream, false))
+    }
+
+    /// Records that the VM served a callback: the filter is healthy again.
     pub fn succeeded(&mut self) {
         self.slot.consecutive_faults = 0;
     }
@@ -196,7 +242,12 @@ impl SlotGuard<'_> {
                 return Err(Unavailable::BackingOff { until });
             }
         }
-        match Vm::start(&self.pool.plugin) {
+        let home = VmHome {
+            pool: self.pool.this.clone(),
+            slot: self.index,
+            incarnation: slot.incarnation,
+        };
+        match Vm::start_at(&self.pool.plugin, Some(home)) {
             Ok(vm) => {
                 slot.vm = Some(vm);
                 self.pool.stats.rebuilds.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
+use crate::background::Background;
 use crate::guest_log::{LogSink, TracingLog};
+use crate::shared::SharedStores;
 use crate::state::HostState;
 
 /// How the runtime is set up. The defaults suit a proxy with tens of filters.
@@ -60,6 +62,8 @@ struct Inner {
     linker: Linker<HostState>,
     config: RuntimeConfig,
     stop: Arc<AtomicBool>,
+    background: Background,
+    shared: Arc<SharedStores>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -96,12 +100,16 @@ impl Runtime {
         crate::host::add_to_linker(&mut linker)?;
         let stop = Arc::new(AtomicBool::new(false));
         start_ticker(engine.clone(), config.epoch_tick, stop.clone())?;
+        let background = Background::new()
+            .map_err(|e| wasmtime::format_err!("cannot start the host executor: {e}"))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 config,
                 stop,
+                background,
+                shared: Arc::new(SharedStores::default()),
             }),
         })
     }
@@ -116,6 +124,15 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn background(&self) -> &Background {
+        &self.inner.background
+    }
+
+    /// The process-wide stores filters share: key-value data, queues and metrics.
+    pub fn shared(&self) -> &Arc<SharedStores> {
+        &self.inner.shared
     }
 
     /// Epoch ticks a callback may use for a deadline: one more than the deadline needs,

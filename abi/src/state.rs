@@ -1,11 +1,14 @@
 //! The host state of one VM: what host functions reach through `Caller<HostState>`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use crate::fault::{Fault, FaultKind};
+use crate::home::VmHome;
 use crate::plugin::PluginInfo;
+use crate::runtime::Runtime;
 use crate::stream::HttpStream;
 use crate::types::AbiVersion;
 
@@ -34,20 +37,52 @@ pub(crate) enum RootPhase {
 /// Per-VM state owned by the wasmtime `Store`.
 pub struct HostState {
     pub(crate) plugin: Arc<PluginInfo>,
+    pub(crate) runtime: Runtime,
+    /// Where this VM lives, for work that reaches it later (ticks, callouts, queues). `None`
+    /// for a VM outside any pool (tests, `wasmgate check`).
+    pub(crate) home: Option<VmHome>,
     pub(crate) abi: AbiVersion,
     pub(crate) memory: Option<Memory>,
     pub(crate) alloc: Option<TypedFunc<u32, u32>>,
     pub(crate) restriction: Restriction,
     pub(crate) root_phase: RootPhase,
-    /// The context the current callback runs for.
+    /// The effective context: the callback's own, or the one `proxy_set_effective_context`
+    /// chose. Host calls act on this context's stream.
     pub(crate) context_id: u32,
     pub(crate) root_context_id: u32,
-    /// The stream the current callback may read and change, lent by the caller for the call.
-    pub(crate) stream: Option<Box<HttpStream>>,
+    /// The stream lent by the caller for the current callback, and its context.
+    pub(crate) lent: Option<Box<HttpStream>>,
+    pub(crate) lent_context: u32,
+    /// Paused streams, parked here so that any callback of this VM (a callout response, a
+    /// tick) can read, change and resume them through `proxy_set_effective_context`.
+    pub(crate) parked: HashMap<u32, Box<HttpStream>>,
+    /// Stream contexts created and not yet deleted.
+    pub(crate) live_contexts: HashSet<u32>,
+    /// Callouts in flight: token -> (issuing context, task).
+    pub(crate) callouts: HashMap<u32, (u32, tokio::task::AbortHandle)>,
+    pub(crate) next_token: u32,
+    /// The callout response being delivered (`proxy_on_http_call_response`), for map types 6
+    /// and 7 and buffer type 4, and the status `proxy_get_status` reports.
+    pub(crate) call_response: Option<crate::callout::CalloutResponse>,
+    pub(crate) call_status: (u32, String),
+    /// The root context's tick task (`proxy_set_tick_period_milliseconds`).
+    pub(crate) ticker: Option<tokio::task::AbortHandle>,
     /// Epoch ticks the current call has used, against `tick_budget`.
     pub(crate) ticks_used: u32,
     pub(crate) tick_budget: u32,
     pub(crate) limiter: Limiter,
+    /// This VM's handles on the shared stores, and its root context's `proxy_done` state.
+    pub(crate) shared: crate::shared::VmShared,
+    /// gRPC streams not yet closed on both sides: token -> what the stream needs besides its
+    /// entry in `callouts` (which holds gRPC calls and streams in flight too, with their task).
+    pub(crate) grpc_streams: HashMap<u32, crate::host::grpc::GrpcStream>,
+    /// The sequence number of the last gRPC token handed out.
+    pub(crate) grpc_seq: u32,
+    /// What a gRPC callback may read while it runs: initial metadata (map type 4), trailing
+    /// metadata (map type 5), a message (buffer type 5).
+    pub(crate) grpc_initial_metadata: Option<crate::header_map::HeaderMap>,
+    pub(crate) grpc_trailing_metadata: Option<crate::header_map::HeaderMap>,
+    pub(crate) grpc_message: Option<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -60,13 +95,21 @@ impl std::fmt::Debug for HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<PluginInfo>, abi: AbiVersion, tick_budget: u32) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<PluginInfo>,
+        runtime: Runtime,
+        home: Option<VmHome>,
+        abi: AbiVersion,
+        tick_budget: u32,
+    ) -> Self {
         let limiter = Limiter {
             max_memory: plugin.limits.max_memory_bytes,
             max_table_elements: plugin.limits.max_table_elements,
         };
         HostState {
             plugin,
+            runtime,
+            home,
             abi,
             memory: None,
             alloc: None,
@@ -74,20 +117,78 @@ impl HostState {
             root_phase: RootPhase::Other,
             context_id: 0,
             root_context_id: 0,
-            stream: None,
+            lent: None,
+            lent_context: 0,
+            parked: HashMap::new(),
+            live_contexts: HashSet::new(),
+            callouts: HashMap::new(),
+            next_token: 0,
+            call_response: None,
+            call_status: (0, String::new()),
+            ticker: None,
             ticks_used: 0,
             tick_budget,
             limiter,
+            shared: crate::shared::VmShared::default(),
+            grpc_streams: HashMap::new(),
+            grpc_seq: 0,
+            grpc_initial_metadata: None,
+            grpc_trailing_metadata: None,
+            grpc_message: None,
         }
     }
 
-    /// The stream of the current callback, if it is a stream callback.
+    /// The stream of the effective context: the lent one, or a parked one.
     pub(crate) fn stream(&self) -> Option<&HttpStream> {
-        self.stream.as_deref()
+        if self.context_id == self.lent_context {
+            self.lent.as_deref()
+        } else {
+            self.parked.get(&self.context_id).map(|s| &**s)
+        }
     }
 
     pub(crate) fn stream_mut(&mut self) -> Option<&mut HttpStream> {
-        self.stream.as_deref_mut()
+        if self.context_id == self.lent_context {
+            self.lent.as_deref_mut()
+        } else {
+            self.parked.get_mut(&self.context_id).map(|s| &mut **s)
+        }
+    }
+
+    /// Takes the effective context's stream out of the state, for a host call that must run
+    /// the guest allocator while it reads the stream; give it back with [`Self::put_stream`].
+    pub(crate) fn take_stream(&mut self) -> Option<Box<HttpStream>> {
+        if self.context_id == self.lent_context {
+            self.lent.take()
+        } else {
+            self.parked.remove(&self.context_id)
+        }
+    }
+
+    pub(crate) fn put_stream(&mut self, stream: Option<Box<HttpStream>>) {
+        let Some(stream) = stream else { return };
+        if self.context_id == self.lent_context {
+            self.lent = Some(stream);
+        } else {
+            self.parked.insert(self.context_id, stream);
+        }
+    }
+}
+
+impl Drop for HostState {
+    /// A VM going away wakes the tasks of streams still parked in it, so they fail promptly
+    /// instead of waiting for their timeout.
+    fn drop(&mut self) {
+        for stream in self.parked.values() {
+            stream.wake();
+        }
+        // Nothing may reach this VM any more: stop its timer and its callouts.
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        for (_, (_, task)) in self.callouts.drain() {
+            task.abort();
+        }
     }
 }
 

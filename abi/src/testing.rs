@@ -121,7 +121,10 @@ impl Vm {
         name: &str,
         args: &[u32],
     ) -> Result<u32, Fault> {
-        let ctx = self.root_context_id() + 1;
+        // A call with a stream runs as that stream's context; without one, as the root
+        // context (a tick or a callout response).
+        let root = self.root_context_id();
+        let ctx = if stream.is_some() { root + 1 } else { root };
         self.test_with_stream(ctx, stream, |store, instance| {
             let f = instance
                 .get_func(&mut *store, name)

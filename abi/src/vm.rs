@@ -9,6 +9,7 @@ use wasmtime::{Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 use crate::error::LoadError;
 use crate::exports::{Exports, HeadersFn};
 use crate::fault::{Fault, FaultKind};
+use crate::home::VmHome;
 use crate::plugin::Plugin;
 use crate::state::{HostState, Restriction, RootPhase};
 use crate::stream::HttpStream;
@@ -79,10 +80,22 @@ impl Vm {
     /// `_start`), the root `proxy_on_context_create`, `proxy_on_vm_start` and
     /// `proxy_on_configure`, each under the callback deadline.
     pub fn start(plugin: &Plugin) -> Result<Vm, LoadError> {
+        Self::start_at(plugin, None)
+    }
+
+    /// Starts a VM that lives in a pool slot (`home`), so that ticks, callout responses and
+    /// queue notifications can reach it later.
+    pub(crate) fn start_at(plugin: &Plugin, home: Option<VmHome>) -> Result<Vm, LoadError> {
         let module = plugin.module();
         let runtime = module.runtime();
         let budget = runtime.tick_budget(plugin.info().limits.callback_deadline);
-        let state = HostState::new(plugin.info.clone(), module.abi(), budget);
+        let state = HostState::new(
+            plugin.info.clone(),
+            runtime.clone(),
+            home,
+            module.abi(),
+            budget,
+        );
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(on_epoch_tick);
@@ -194,11 +207,13 @@ impl Vm {
         f: impl FnOnce(&mut Self) -> R,
     ) -> R {
         let state = self.store.data_mut();
-        state.stream = stream.take();
+        state.lent = stream.take();
+        state.lent_context = ctx;
         state.context_id = ctx;
         let result = f(self);
         let state = self.store.data_mut();
-        *stream = state.stream.take();
+        *stream = state.lent.take();
+        state.lent_context = 0;
         state.context_id = state.root_context_id;
         result
     }
@@ -210,6 +225,7 @@ impl Vm {
     ) -> Result<u32, Fault> {
         let id = self.next_id();
         let root = self.root_context_id();
+        self.store.data_mut().live_contexts.insert(id);
         let Some(f) = self.exports.on_context_create.clone() else {
             return Ok(id);
         };
@@ -321,7 +337,19 @@ impl Vm {
         let log = self.exports.on_log.clone();
         let done = self.exports.on_done.clone();
         let delete = self.exports.on_delete.clone();
-        self.with_stream(ctx, stream, |vm| {
+        let state = self.store.data_mut();
+        state.live_contexts.remove(&ctx);
+        // As Envoy: a context that ends cancels the callouts it made. Its gRPC calls and
+        // streams go after its last callback, as in Envoy's ~Context: `proxy_on_done` may
+        // still cancel or close them itself.
+        state.callouts.retain(|token, (owner, task)| {
+            let cancel = *owner == ctx && !crate::host::grpc::is_grpc(*token);
+            if cancel {
+                task.abort();
+            }
+            !cancel
+        });
+        let result = self.with_stream(ctx, stream, |vm| {
             if let Some(f) = log {
                 call(&mut vm.store, "proxy_on_log", &f, ctx)?;
             }
@@ -333,7 +361,118 @@ impl Vm {
                 call(&mut vm.store, "proxy_on_delete", &f, ctx)?;
             }
             Ok(())
-        })
+        });
+        crate::host::grpc::forget_context(self.store.data_mut(), ctx);
+        result
+    }
+
+    /// Parks a paused stream in this VM under its context, where any callback of the VM can
+    /// reach it (`proxy_set_effective_context`) and resume it; `waker` is notified when a
+    /// filter asks for something on it.
+    pub fn park(
+        &mut self,
+        ctx: u32,
+        mut stream: Box<HttpStream>,
+        waker: std::sync::Arc<tokio::sync::Notify>,
+    ) {
+        stream.waker = Some(waker);
+        self.store.data_mut().parked.insert(ctx, stream);
+    }
+
+    /// Takes a parked stream back.
+    pub fn unpark(&mut self, ctx: u32) -> Option<Box<HttpStream>> {
+        let mut stream = self.store.data_mut().parked.remove(&ctx)?;
+        stream.waker = None;
+        Some(stream)
+    }
+
+    /// Takes every parked stream, waking their tasks: the VM is about to be thrown away.
+    pub(crate) fn take_parked(&mut self) -> Vec<(u32, Box<HttpStream>)> {
+        let parked: Vec<_> = self.store.data_mut().parked.drain().collect();
+        for (_, stream) in &parked {
+            stream.wake();
+        }
+        parked
+    }
+
+    /// Runs a root-context callback (no stream lent): a tick, a callout response, a queue
+    /// notification. Host calls act on the root context unless the guest switches with
+    /// `proxy_set_effective_context`.
+    fn root_call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        during: &'static str,
+        f: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, Fault> {
+        let root = self.root_context_id();
+        self.with_stream(root, &mut None, |vm| call(&mut vm.store, during, f, params))
+    }
+
+    /// `proxy_on_tick` on the root context.
+    pub fn on_tick(&mut self) -> Result<(), Fault> {
+        let Some(f) = self.exports.on_tick.clone() else {
+            return Ok(());
+        };
+        let root = self.root_context_id();
+        self.root_call("proxy_on_tick", &f, root)
+    }
+
+    /// `proxy_on_queue_ready(root, queue_id)`: an item was enqueued on a queue this VM
+    /// registered.
+    pub(crate) fn on_queue_ready(&mut self, queue_id: u32) -> Result<(), Fault> {
+        let Some(f) = self.exports.on_queue_ready.clone() else {
+            return Ok(());
+        };
+        let root = self.root_context_id();
+        self.root_call("proxy_on_queue_ready", &f, (root, queue_id))
+    }
+
+    /// Delivers the outcome of callout `token`: `proxy_on_http_call_response` on the root
+    /// context, with the response readable (map types 6 and 7, buffer type 4) during the call.
+    /// A callout cancelled in the meantime (its context ended) is not delivered.
+    pub(crate) fn deliver_http_call(
+        &mut self,
+        token: u32,
+        outcome: Result<crate::callout::CalloutResponse, crate::callout::CalloutError>,
+    ) -> Result<(), Fault> {
+        let state = self.store.data_mut();
+        if state.callouts.remove(&token).is_none() {
+            return Ok(());
+        }
+        let (counts, status) = match &outcome {
+            Ok(r) => (
+                (
+                    r.headers.len() as u32,
+                    r.body.len() as u32,
+                    r.trailers.len() as u32,
+                ),
+                (0, String::new()),
+            ),
+            Err(e) => (
+                (0, 0, 0),
+                (
+                    crate::types::Status::BrokenConnection.code(),
+                    e.message().to_string(),
+                ),
+            ),
+        };
+        state.call_response = outcome.ok();
+        state.call_status = status;
+        let result = match self.exports.on_http_call_response.clone() {
+            Some(f) => {
+                let root = self.root_context_id();
+                self.root_call(
+                    "proxy_on_http_call_response",
+                    &f,
+                    (root, token, counts.0, counts.1, counts.2),
+                )
+            }
+            None => Ok(()),
+        };
+        let state = self.store.data_mut();
+        state.call_response = None;
+        state.call_status = (0, String::new());
+        result
     }
 
     /// The ABI version of the module.
@@ -344,6 +483,75 @@ impl Vm {
     /// Bytes of linear memory the guest uses now.
     pub fn memory_size(&self) -> usize {
         self.exports.memory.data_size(&self.store)
+    }
+
+    /// Delivers one event of gRPC call or stream `token` on the root context, with what it
+    /// carries readable during the callback: initial metadata as map type 4, a message as
+    /// buffer type 5, trailing metadata as map type 5, the close's message through
+    /// `proxy_get_status`. A call gets only a message or a close (the host's task sorts that
+    /// out); a call or stream cancelled in the meantime gets nothing.
+    pub(crate) fn deliver_grpc(
+        &mut self,
+        token: u32,
+        event: crate::callout::GrpcEvent,
+    ) -> Result<(), Fault> {
+        use crate::callout::GrpcEvent;
+        let root = self.root_context_id();
+        let state = self.store.data_mut();
+        if !state.callouts.contains_key(&token) {
+            return Ok(());
+        }
+        let call = crate::host::grpc::is_call(token);
+        let exports = &self.exports;
+        let (name, f, arg, last) = match event {
+            GrpcEvent::InitialMetadata(_) | GrpcEvent::TrailingMetadata(_) if call => {
+                return Ok(());
+            }
+            GrpcEvent::InitialMetadata(map) => {
+                let n = map.len() as u32;
+                state.grpc_initial_metadata = Some(map);
+                let f = exports.on_grpc_receive_initial_metadata.clone();
+                ("proxy_on_grpc_receive_initial_metadata", f, n, false)
+            }
+            GrpcEvent::Message(message) => {
+                let n = message.len() as u32;
+                state.grpc_message = Some(message);
+                (
+                    "proxy_on_grpc_receive",
+                    exports.on_grpc_receive.clone(),
+                    n,
+                    call,
+                )
+            }
+            GrpcEvent::TrailingMetadata(map) => {
+                let n = map.len() as u32;
+                state.grpc_trailing_metadata = Some(map);
+                let f = exports.on_grpc_receive_trailing_metadata.clone();
+                ("proxy_on_grpc_receive_trailing_metadata", f, n, false)
+            }
+            GrpcEvent::Close { status, message } => {
+                state.call_status = (status, message);
+                (
+                    "proxy_on_grpc_close",
+                    exports.on_grpc_close.clone(),
+                    status,
+                    true,
+                )
+            }
+        };
+        let result = match f {
+            Some(f) => self.root_call(name, &f, (root, token, arg)),
+            None => Ok(()),
+        };
+        let state = self.store.data_mut();
+        state.grpc_initial_metadata = None;
+        state.grpc_trailing_metadata = None;
+        state.grpc_message = None;
+        state.call_status = (0, String::new());
+        if last {
+            crate::host::grpc::finished(state, token);
+        }
+        result
     }
 }
 

@@ -22,6 +22,14 @@ pub struct Config {
     pub filters: Vec<Filter>,
     /// Routes (`routes:`), in file order; never empty.
     pub routes: Vec<Route>,
+    /// Where compiled modules are cached (`cache_dir:`), joined onto the config file's
+    /// directory when relative; never an existing non-directory. It need not exist yet.
+    /// Default none: every load compiles.
+    pub cache_dir: Option<PathBuf>,
+    /// The Unix socket a graceful binary upgrade passes the listening sockets through
+    /// (`upgrade_sock:`), joined onto the config file's directory when relative; at most
+    /// 107 bytes. Default none: the proxy's default.
+    pub upgrade_sock: Option<PathBuf>,
 }
 
 /// A named set of endpoints, balanced round robin.
@@ -83,6 +91,30 @@ pub struct Route {
     pub filters: Vec<String>,
     /// Where this route's list item starts, as for [`Filter::location`].
     pub location: Location,
+}
+
+impl Filter {
+    /// Whether `other` configures a plugin exactly as this one does: the same name, buffers,
+    /// ids and policy. The module (`wasm:`) and the position in the file are not compared.
+    pub fn same_settings(&self, other: &Filter) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Filter {
+            name,
+            wasm: _,
+            configuration,
+            vm_configuration,
+            root_id,
+            vm_id,
+            fail_open,
+            location: _,
+        } = self;
+        *name == other.name
+            && *configuration == other.configuration
+            && *vm_configuration == other.vm_configuration
+            && *root_id == other.root_id
+            && *vm_id == other.vm_id
+            && *fail_open == other.fail_open
+    }
 }
 
 impl Route {

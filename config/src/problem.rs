@@ -61,6 +61,12 @@ pub(crate) enum Problem {
     UnknownFilter { name: String, known: Vec<String> },
     #[error("filter {0:?} is listed more than once in this route")]
     RepeatedRouteFilter(String),
+    #[error("{0} is empty: give a path or leave the key out")]
+    EmptyPath(&'static str),
+    #[error("cache_dir exists and is not a directory: {}", .0.display())]
+    CacheDirNotDir(PathBuf),
+    #[error("upgrade_sock path is {len} bytes long, over the 107 bytes a Unix socket allows: {}", path.display())]
+    SocketPathTooLong { path: PathBuf, len: usize },
 }
 
 fn known_list(known: &[String]) -> String {

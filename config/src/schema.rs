@@ -25,6 +25,12 @@ pub(crate) struct RawConfig {
     pub(crate) filters: Option<Vec<RawFilter>>,
     /// Routes, in file order; required.
     pub(crate) routes: Vec<RawRoute>,
+    /// Directory of compiled modules; default none (no disk cache).
+    #[serde(default)]
+    pub(crate) cache_dir: Option<String>,
+    /// Unix socket for graceful binary upgrades; default chosen by the proxy.
+    #[serde(default)]
+    pub(crate) upgrade_sock: Option<String>,
 }
 
 /// One entry under `upstreams:`.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::positions::child;
 use crate::problem::Problem;
@@ -42,6 +42,14 @@ pub(crate) fn validate(
         .collect();
     check_unique_filter_names(&filters, &mut report);
     let routes = routes(raw.routes, &upstreams, &filters, &mut report);
+    let cache_dir = raw
+        .cache_dir
+        .as_deref()
+        .and_then(|d| cache_dir(d, base, &mut report));
+    let upgrade_sock = raw
+        .upgrade_sock
+        .as_deref()
+        .and_then(|s| upgrade_sock(s, base, &mut report));
     report.finish()?;
     Ok(Config {
         source: source.to_path_buf(),
@@ -51,7 +59,40 @@ pub(crate) fn validate(
         upstreams,
         filters,
         routes,
+        cache_dir,
+        upgrade_sock,
     })
+}
+
+/// `cache_dir:`: created by the proxy if missing, so only an existing non-directory is wrong.
+fn cache_dir(raw: &str, base: &Path, report: &mut Report<'_>) -> Option<PathBuf> {
+    if raw.is_empty() {
+        report.add("cache_dir", Problem::EmptyPath("cache_dir"));
+        return None;
+    }
+    let path = base.join(raw);
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_dir() => {
+            report.add("cache_dir", Problem::CacheDirNotDir(path));
+            None
+        }
+        _ => Some(path),
+    }
+}
+
+/// `upgrade_sock:`: a path short enough for a Unix socket address.
+fn upgrade_sock(raw: &str, base: &Path, report: &mut Report<'_>) -> Option<PathBuf> {
+    if raw.is_empty() {
+        report.add("upgrade_sock", Problem::EmptyPath("upgrade_sock"));
+        return None;
+    }
+    let path = base.join(raw);
+    let len = path.as_os_str().len();
+    if len > 107 {
+        report.add("upgrade_sock", Problem::SocketPathTooLong { path, len });
+        return None;
+    }
+    Some(path)
 }
 
 fn socket_addr(value: &str, key: &str, report: &mut Report<'_>) -> Option<SocketAddr> {

@@ -46,6 +46,11 @@ fn full_example_loads_next_to_its_wasm_file() -> Result<(), Box<dyn std::error::
     assert_eq!(c.listen.len(), 2);
     assert_eq!(c.admin, Some("127.0.0.1:9901".parse()?));
     assert_eq!(c.threads, Some(2));
+    assert_eq!(c.cache_dir, Some(PathBuf::from("/var/cache/wasmgate")));
+    assert_eq!(
+        c.upgrade_sock,
+        Some(PathBuf::from("/run/wasmgate/upgrade.sock"))
+    );
     let upstreams: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(upstreams, ["backend", "static"]);
     assert_eq!(c.filters[0].wasm, WasmSource::Builtin("add-header".into()));

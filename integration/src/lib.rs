@@ -4,7 +4,10 @@
 //! loopback ([`origin`]), real HTTP clients ([`client`]). The tests themselves are in
 //! `tests/all/`.
 
+pub mod capture;
 pub mod client;
+pub mod grpc;
+pub mod load;
 pub mod origin;
 pub mod proxy;
 

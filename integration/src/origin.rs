@@ -1,9 +1,10 @@
 //! A real upstream HTTP server on loopback (hyper, HTTP/1.1 and h2c) that records what it
 //! receives and answers with it.
 //!
-//! `GET /status/NNN` answers with status NNN. Any other request gets 200 and a JSON body with
-//! the method, path and headers received. Every response carries `x-origin: 1` and
-//! `server: test-origin`.
+//! `GET /status/NNN` answers with status NNN. `GET /slow/MS` answers after MS milliseconds
+//! (at most 10 s). Any other request gets 200 and a JSON body with the method, path and headers
+//! received. Every response carries `x-origin: 1` and `server: test-origin`, and that of an
+//! origin started with [`Origin::start_named`] also `x-origin-name: NAME`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -56,6 +57,15 @@ type Log = std::sync::Mutex<Vec<Received>>;
 impl Origin {
     /// Starts an origin on a free loopback port.
     pub async fn start() -> Origin {
+        Self::start_inner(None).await
+    }
+
+    /// Starts an origin whose responses say its name (`x-origin-name`).
+    pub async fn start_named(name: &str) -> Origin {
+        Self::start_inner(Some(Arc::from(name))).await
+    }
+
+    async fn start_inner(name: Option<Arc<str>>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let received = Arc::new(Log::default());
@@ -66,8 +76,11 @@ impl Origin {
                     return;
                 };
                 let log = log.clone();
+                let name = name.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(req, log.clone()));
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, log.clone(), name.clone())
+                    });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -105,9 +118,13 @@ impl Drop for Origin {
     }
 }
 
+/// The longest `/slow/MS` delay.
+const MAX_SLOW_MS: u64 = 10_000;
+
 async fn handle(
     req: Request<Incoming>,
     log: Arc<Log>,
+    name: Option<Arc<str>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
@@ -139,6 +156,24 @@ async fn handle(
     if let Ok(mut v) = log.lock() {
         v.push(received);
     }
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(MAX_SLOW_MS))).await;
+    }
+    if let Some(n) = path
+        .strip_prefix("/big/")
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let response = Response::builder()
+            .status(200)
+            .header("x-origin", "1")
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .expect("valid response");
+        return Ok(response);
+    }
     let status = path
         .strip_prefix("/status/")
         .and_then(|s| s.parse::<u16>().ok())
@@ -149,8 +184,11 @@ async fn handle(
         "headers": headers,
         "body_len": body.len(),
     });
-    let response = Response::builder()
-        .status(status)
+    let mut response = Response::builder().status(status);
+    if let Some(name) = &name {
+        response = response.header("x-origin-name", name.as_ref());
+    }
+    let response = response
         .header("x-origin", "1")
         .header("server", "test-origin")
         .header("content-type", "application/json")

@@ -61,9 +61,14 @@ impl Proxy {
     /// Starts the proxy with `config`, a YAML text in which `{listen}` and `{admin}` are
     /// replaced by free addresses. Panics with the proxy's log if it does not come up.
     pub fn start(config: &str) -> Proxy {
+        Self::start_with(config, &[])
+    }
+
+    /// As [`Proxy::start`], with more arguments for `wasmgate run` (e.g. `--no-watch`).
+    pub fn start_with(config: &str, args: &[&str]) -> Proxy {
         let mut last_log = String::new();
         for _ in 0..3 {
-            match Self::try_start(config) {
+            match Self::try_start(config, args) {
                 Ok(proxy) => return proxy,
                 Err(log) => last_log = log,
             }
@@ -71,7 +76,7 @@ impl Proxy {
         panic!("wasmgate did not start:\n{last_log}");
     }
 
-    fn try_start(config: &str) -> Result<Proxy, String> {
+    fn try_start(config: &str, args: &[&str]) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -85,6 +90,7 @@ impl Proxy {
         let child = Command::new(binary())
             .args(["run", "-c"])
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", "info,wasm=trace")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -108,6 +114,59 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(proxy.log())
+    }
+
+    /// The configuration file the proxy runs from.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("wasmgate.yaml")
+    }
+
+    /// Replaces the configuration file with `config` (`{listen}` and `{admin}` replaced by
+    /// this proxy's addresses) atomically: written beside it, then renamed over it.
+    pub fn write_config(&self, config: &str) {
+        let text = config
+            .replace("{listen}", &self.addr.to_string())
+            .replace("{admin}", &self.admin.to_string());
+        replace_file(&self.config_path(), text.as_bytes());
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the proxy.
+    pub fn signal(&self, signal: libc::c_int) {
+        send_signal(self.child.id(), signal);
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.is_alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Starts a second proxy from the same configuration file with `--upgrade`: it waits
+    /// (up to 30 s) for this one to hand over its listening sockets, which this one does
+    /// when sent `SIGQUIT`.
+    pub fn start_upgrade(&self) -> Successor {
+        let log = self.dir.path().join("successor.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary())
+            .args(["run", "--upgrade", "-c"])
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn wasmgate --upgrade");
+        Successor { child, log }
     }
 
     /// Everything the proxy logged so far.
@@ -145,20 +204,81 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: sending a signal to our own child process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        stop(&mut self.child);
+    }
+}
+
+/// A proxy started with `--upgrade` by [`Proxy::start_upgrade`]. Stopped when dropped.
+#[derive(Debug)]
+pub struct Successor {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Successor {
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, up to `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if self.log().contains(needle) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        false
     }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+fn send_signal(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: sending a signal to a child process this harness started.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// SIGINT, then SIGKILL if it is still running 5 s later.
+fn stop(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    send_signal(child.id(), libc::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file beside it, then a rename, as a
+/// careful deploy does.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let mut name = path.file_name().expect("a file name").to_os_string();
+    name.push(".tmp-write");
+    let temp = path.with_file_name(name);
+    std::fs::write(&temp, bytes).expect("write the new file");
+    std::fs::rename(&temp, path).expect("rename it into place");
 }

@@ -1,14 +1,16 @@
-//! The admin listener: `GET /metrics` (Prometheus), `GET /ready`, `GET /config`.
+//! The admin listener: `GET /metrics` (Prometheus), `GET /ready`, `GET /config`,
+//! `POST /reload`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::reload::{ReloadResult, Reloader, Trigger, unix_ms};
 use crate::service::State;
 
 /// Serves the admin endpoints.
@@ -16,6 +18,7 @@ use crate::service::State;
 pub struct Admin {
     pub state: Arc<State>,
     pub metrics: PrometheusHandle,
+    pub reloader: Arc<Reloader>,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -25,6 +28,21 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         .header(http::header::CONTENT_LENGTH, body.len())
         .body(body)
         .expect("static parts are valid")
+}
+
+fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+/// The method each path takes.
+fn allowed(path: &str) -> Option<Method> {
+    match path {
+        "/metrics" | "/ready" | "/config" => Some(Method::GET),
+        "/reload" => Some(Method::POST),
+        _ => None,
+    }
 }
 
 impl Admin {
@@ -46,14 +64,18 @@ impl Admin {
                     "abi_version": module.abi().to_string(),
                     "size": module.size(),
                     "vms": f.pool.len(),
+                    "load": f.load.as_str(),
                 })
             })
             .collect();
         json!({
             "generation": generation.id,
             "loaded_at_unix": loaded_at,
+            "loaded_at_unix_ms": unix_ms(generation.loaded_at),
             "config_file": generation.config.source.display().to_string(),
             "filters": filters,
+            "generations_draining": self.reloader.draining(),
+            "last_reload": self.reloader.last_outcome().map(|o| o.to_json()),
         })
     }
 }
@@ -61,15 +83,25 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // Read (and drop) any request body so the connection stays usable.
+        while let Ok(Some(_)) = session.read_request_body().await {}
         let req = session.req_header();
-        if req.method != http::Method::GET {
-            return reply(
+        let path = req.uri.path().to_owned();
+        let Some(method) = allowed(&path) else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
+        };
+        if req.method != method {
+            let mut r = reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
-                b"GET only\n".to_vec(),
+                format!("{method} only\n").into_bytes(),
             );
+            if let Ok(v) = http::HeaderValue::from_str(method.as_str()) {
+                r.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return r;
         }
-        match req.uri.path() {
+        match path.as_str() {
             "/metrics" => {
                 let mut text = self.metrics.render();
                 text.push_str(&crate::metrics::render_pool_stats(
@@ -82,9 +114,14 @@ impl ServeHttp for Admin {
                 )
             }
             "/ready" => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
-            "/config" => {
-                let body = serde_json::to_vec_pretty(&self.config_json()).unwrap_or_default();
-                reply(StatusCode::OK, "application/json", body)
+            "/config" => json_reply(StatusCode::OK, &self.config_json()),
+            "/reload" => {
+                let outcome = self.reloader.reload(Trigger::Admin).await;
+                let status = match outcome.result {
+                    ReloadResult::Ok | ReloadResult::Unchanged => StatusCode::OK,
+                    ReloadResult::Error => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                json_reply(status, &outcome.to_json())
             }
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }

@@ -2,10 +2,24 @@
 //! and the demo that runs with no file at all.
 
 /// The filters embedded in the binary, by name.
-const BUILTINS: &[(&str, &[u8])] = &[(
-    "add-header",
-    include_bytes!(concat!(env!("WASMGATE_FILTERS_DIR"), "/add_header.wasm")),
-)];
+const BUILTINS: &[(&str, &[u8])] = &[
+    (
+        "add-header",
+        include_bytes!(concat!(env!("WASMGATE_FILTERS_DIR"), "/add_header.wasm")),
+    ),
+    (
+        "body-rewrite",
+        include_bytes!(concat!(env!("WASMGATE_FILTERS_DIR"), "/body_rewrite.wasm")),
+    ),
+    (
+        "ext-auth",
+        include_bytes!(concat!(env!("WASMGATE_FILTERS_DIR"), "/ext_auth.wasm")),
+    ),
+    (
+        "rate-limit",
+        include_bytes!(concat!(env!("WASMGATE_FILTERS_DIR"), "/rate_limit.wasm")),
+    ),
+];
 
 /// Names usable as `wasm: builtin:NAME`.
 pub fn names() -> Vec<String> {

@@ -19,11 +19,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the proxy with a configuration file.
+    /// Run the proxy with a configuration file. The file and every module it names are
+    /// watched: a change reloads them with no restart (so do SIGHUP and POST /reload).
     Run {
         /// The configuration file.
         #[arg(short, long, default_value = "./wasmgate.yaml")]
         config: PathBuf,
+        /// Do not watch the files; reload only on SIGHUP or POST /reload.
+        #[arg(long)]
+        no_watch: bool,
+        /// Graceful binary upgrade: take over the listening sockets of the running wasmgate
+        /// (through `upgrade_sock`), which hands them over and drains when sent SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Check a configuration: parse it, compile and link every filter, start one VM of each and
     /// configure it. Prints one line per filter; exits 1 with the reason on any failure.
@@ -46,7 +54,8 @@ pub enum Command {
     },
 }
 
-fn parse_options() -> ParseOptions {
+/// What the configuration parser needs to know of this binary: its built-in filters.
+pub(crate) fn parse_options() -> ParseOptions {
     ParseOptions {
         builtin_filters: builtin::names(),
     }
@@ -54,10 +63,7 @@ fn parse_options() -> ParseOptions {
 
 fn load(path: &Path) -> Result<Config, String> {
     if !path.exists() {
-        return Err(format!(
-            "no configuration file at {} (pass one with -c, try `wasmgate demo`, or start from config/examples/)",
-            path.display()
-        ));
+        return Err(missing(path));
     }
     wasmgate_config::load(path, &parse_options()).map_err(|e| e.to_string())
 }
@@ -77,7 +83,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Run { config } => load(&config).and_then(|c| server::run(c, Default::default())),
+        Command::Run {
+            config,
+            no_watch,
+            upgrade,
+        } => run(config, !no_watch, upgrade),
         Command::Check { config } => check(&config),
         Command::Demo {
             listen,
@@ -94,17 +104,40 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn run(path: PathBuf, watch: bool, upgrade: bool) -> Result<(), String> {
+    if !path.exists() {
+        return Err(missing(&path));
+    }
+    server::run(
+        server::Source::File(path),
+        server::RunOptions {
+            demo_origin: None,
+            watch,
+            upgrade,
+        },
+    )
+}
+
+fn missing(path: &Path) -> String {
+    format!(
+        "no configuration file at {} (pass one with -c, try `wasmgate demo`, or start from config/examples/)",
+        path.display()
+    )
+}
+
 fn demo(listen: SocketAddr, origin: SocketAddr, admin: SocketAddr) -> Result<(), String> {
     let text = builtin::demo_config(&listen.to_string(), &origin.to_string(), &admin.to_string());
-    let config = wasmgate_config::parse(&text, Path::new("<demo>"), &parse_options())
-        .map_err(|e| e.to_string())?;
     eprintln!(
         "wasmgate demo: try `curl -i http://{listen}/hello` (metrics at http://{admin}/metrics)"
     );
     server::run(
-        config,
+        server::Source::Text {
+            text,
+            name: PathBuf::from("<demo>"),
+        },
         server::RunOptions {
             demo_origin: Some(origin),
+            ..Default::default()
         },
     )
 }
@@ -119,12 +152,13 @@ fn check(path: &Path) -> Result<(), String> {
     for f in &generation.filters {
         let m = f.module();
         println!(
-            "ok  {}  abi {}  {} bytes  sha256 {}  ({})",
+            "ok  {}  abi {}  {} bytes  sha256 {}  ({}, {})",
             f.name,
             m.abi(),
             m.size(),
             m.sha256_hex(),
-            f.source
+            f.source,
+            f.load.as_str()
         );
     }
     println!(

@@ -2,6 +2,7 @@
 //! filters with started VMs, chains per route, upstream pools). Requests hold the generation
 //! they started on until they end.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -9,10 +10,15 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use pingora::lb::{LoadBalancer, selection::RoundRobin};
-use wasmgate_abi::{Chain, CompiledModule, FilterPool, LoadError, Plugin, PluginConfig, Runtime};
+use sha2::{Digest, Sha256};
+use wasmgate_abi::{
+    CacheStatus, CalloutHandler, Chain, CompiledModule, FilterPool, LoadError, Plugin,
+    PluginConfig, Runtime,
+};
 use wasmgate_config::{Config, Location, WasmSource};
 
 use crate::builtin;
+use crate::callouts::Callouts;
 
 /// A filter of the configuration, compiled and started.
 #[derive(Debug)]
@@ -21,6 +27,42 @@ pub struct LoadedFilter {
     /// Where the module came from: a path, or `builtin:NAME`.
     pub source: String,
     pub pool: Arc<FilterPool>,
+    /// How this generation got the filter's module and VMs.
+    pub load: FilterLoad,
+}
+
+/// How a build got a filter's module and VMs, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterLoad {
+    /// The module and every setting are unchanged: the previous generation's VMs (and the
+    /// state the filter keeps in them) serve this one too.
+    Kept,
+    /// The module is unchanged (same SHA-256 as a module already loaded): new VMs only.
+    Reused,
+    /// Loaded from the disk cache of compiled modules, then new VMs.
+    Cached,
+    /// Compiled, then new VMs.
+    Compiled,
+}
+
+impl FilterLoad {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterLoad::Kept => "kept",
+            FilterLoad::Reused => "reused",
+            FilterLoad::Cached => "cached",
+            FilterLoad::Compiled => "compiled",
+        }
+    }
+}
+
+/// A filter's module as read for a build.
+#[derive(Debug, Clone)]
+pub struct FilterSource {
+    /// A path, or `builtin:NAME`.
+    pub source: String,
+    pub bytes: Cow<'static, [u8]>,
+    pub sha256: [u8; 32],
 }
 
 impl LoadedFilter {
@@ -58,6 +100,9 @@ pub struct Generation {
     pub config: Config,
     pub filters: Vec<LoadedFilter>,
     pub routes: Vec<RouteEntry>,
+    /// What it was built from: the SHA-256 of the configuration text and of every module
+    /// (see `reload`); zero when not known. Equal fingerprints mean nothing to reload.
+    pub fingerprint: [u8; 32],
 }
 
 impl Generation {
@@ -65,6 +110,22 @@ impl Generation {
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
         let (i, _) = self.config.route_for(host, path)?;
         self.routes.get(i)
+    }
+
+    /// This generation's filter of the same name, if its module has this SHA-256 and its
+    /// settings are the same as `wanted`'s.
+    fn unchanged_filter(
+        &self,
+        wanted: &wasmgate_config::Filter,
+        sha256: &[u8; 32],
+    ) -> Option<&LoadedFilter> {
+        let (declared, loaded) = self
+            .config
+            .filters
+            .iter()
+            .zip(&self.filters)
+            .find(|(declared, _)| declared.name == wanted.name)?;
+        (loaded.module().sha256() == *sha256 && declared.same_settings(wanted)).then_some(loaded)
     }
 }
 
@@ -74,6 +135,8 @@ pub struct BuildError {
     pub location: Option<Location>,
     pub what: String,
     pub message: String,
+    /// The filter at fault, if one is.
+    pub filter: Option<String>,
 }
 
 impl fmt::Display for BuildError {
@@ -87,6 +150,54 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// Reads every filter's module: its file, or the bytes built into the binary.
+pub fn read_sources(config: &Config) -> Result<Vec<FilterSource>, BuildError> {
+    config
+        .filters
+        .iter()
+        .map(|f| {
+            let (bytes, source) = match &f.wasm {
+                WasmSource::File(path) => {
+                    let bytes = std::fs::read(path).map_err(|e| {
+                        filter_error(f, format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    (Cow::Owned(bytes), path.display().to_string())
+                }
+                WasmSource::Builtin(name) => {
+                    let bytes = builtin::wasm(name).ok_or_else(|| {
+                        filter_error(f, format!("no built-in filter named {name}"))
+                    })?;
+                    (Cow::Borrowed(bytes), format!("builtin:{name}"))
+                }
+            };
+            let sha256 = Sha256::digest(&bytes).into();
+            Ok(FilterSource {
+                source,
+                bytes,
+                sha256,
+            })
+        })
+        .collect()
+}
+
+fn filter_error(f: &wasmgate_config::Filter, message: String) -> BuildError {
+    BuildError {
+        location: Some(f.location.clone()),
+        what: format!("filter {}", f.name),
+        message,
+        filter: Some(f.name.clone()),
+    }
+}
+
+/// Whether two configurations name the same upstreams with the same endpoints.
+fn same_upstreams(a: &Config, b: &Config) -> bool {
+    a.upstreams.len() == b.upstreams.len()
+        && a.upstreams
+            .iter()
+            .zip(&b.upstreams)
+            .all(|(x, y)| x.name == y.name && x.endpoints == y.endpoints)
+}
+
 /// Builds a generation: reads and compiles each filter's module (once per distinct module),
 /// starts `vms_per_filter` VMs for each filter (running `proxy_on_vm_start` and
 /// `proxy_on_configure`), and resolves upstreams. Slow work that belongs off the request path.
@@ -96,34 +207,88 @@ pub fn build(
     runtime: &Runtime,
     vms_per_filter: usize,
 ) -> Result<Generation, BuildError> {
-    let mut modules: HashMap<Vec<u8>, Arc<CompiledModule>> = HashMap::new();
+    let sources = read_sources(&config)?;
+    build_from(id, config, sources, runtime, vms_per_filter, None, &[])
+}
+
+/// Builds a generation from modules already read (`sources`, one per filter in order).
+///
+/// A module whose SHA-256 is that of a module already loaded (by the `previous` generation,
+/// or in `known`, modules kept from earlier ones) is not compiled again, and a filter whose
+/// module and settings are both unchanged since `previous` keeps its VMs (and their state).
+/// Other modules come from the configured `cache_dir` when they are there, and are compiled
+/// (and stored there) otherwise.
+pub fn build_from(
+    id: u64,
+    config: Config,
+    sources: Vec<FilterSource>,
+    runtime: &Runtime,
+    vms_per_filter: usize,
+    previous: Option<&Generation>,
+    known: &[Arc<CompiledModule>],
+) -> Result<Generation, BuildError> {
+    let mut modules: HashMap<[u8; 32], Arc<CompiledModule>> = HashMap::new();
+    let loaded = previous
+        .into_iter()
+        .flat_map(|p| p.filters.iter().map(LoadedFilter::module));
+    for m in known.iter().chain(loaded) {
+        modules.insert(m.sha256(), m.clone());
+    }
+    let mut upstreams = HashMap::new();
+    for u in &config.upstreams {
+        let balancer = LoadBalancer::try_from_iter(u.endpoints.iter().map(String::as_str))
+            .map_err(|e| BuildError {
+                location: None,
+                what: format!("upstream {}", u.name),
+                message: format!("cannot resolve its endpoints: {e}"),
+                filter: None,
+            })?;
+        upstreams.insert(
+            u.name.clone(),
+            Arc::new(Upstream {
+                name: u.name.clone(),
+                balancer,
+            }),
+        );
+    }
+
+    // Filters reach upstreams of this generation only, by name.
+    let callouts: Arc<dyn CalloutHandler> = Arc::new(Callouts::new(upstreams.clone()));
+    // A kept filter keeps the callout handler of the generation it was built in: only keep it
+    // when the upstreams it can call are the same.
+    let same_upstreams = previous.is_some_and(|p| same_upstreams(&p.config, &config));
     let mut filters = Vec::with_capacity(config.filters.len());
-    for f in &config.filters {
-        let fail = |message: String| BuildError {
-            location: Some(f.location.clone()),
-            what: format!("filter {}", f.name),
-            message,
-        };
-        let (bytes, source) = match &f.wasm {
-            WasmSource::File(path) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-                (bytes, path.display().to_string())
-            }
-            WasmSource::Builtin(name) => {
-                let bytes = builtin::wasm(name)
-                    .ok_or_else(|| fail(format!("no built-in filter named {name}")))?;
-                (bytes.to_vec(), format!("builtin:{name}"))
-            }
-        };
-        let module = match modules.get(&bytes) {
-            Some(m) => m.clone(),
+    for (f, source) in config.filters.iter().zip(sources) {
+        let fail = |message: String| filter_error(f, message);
+        if let Some(kept) = previous
+            .filter(|_| same_upstreams)
+            .and_then(|p| p.unchanged_filter(f, &source.sha256))
+        {
+            filters.push(LoadedFilter {
+                name: f.name.clone(),
+                source: source.source,
+                pool: kept.pool.clone(),
+                load: FilterLoad::Kept,
+            });
+            continue;
+        }
+        let (module, load) = match modules.get(&source.sha256) {
+            Some(m) => (m.clone(), FilterLoad::Reused),
             None => {
-                let m = runtime
-                    .compile(&bytes)
-                    .map_err(|e| fail(format!("{source}: {e}")))?;
-                modules.insert(bytes, m.clone());
-                m
+                let (m, cache) = runtime
+                    .compile_cached(&source.bytes, config.cache_dir.as_deref())
+                    .map_err(|e| fail(format!("{}: {e}", source.source)))?;
+                if cache != CacheStatus::Off {
+                    metrics::counter!("wasmgate_module_cache_total", "result" => cache.as_str())
+                        .increment(1);
+                }
+                modules.insert(source.sha256, m.clone());
+                let load = if cache == CacheStatus::Hit {
+                    FilterLoad::Cached
+                } else {
+                    FilterLoad::Compiled
+                };
+                (m, load)
             }
         };
         let plugin = Plugin::new(
@@ -135,6 +300,7 @@ pub fn build(
                 configuration: Bytes::from(f.configuration.clone()),
                 vm_configuration: Bytes::from(f.vm_configuration.clone()),
                 fail_open: f.fail_open,
+                callouts: Some(callouts.clone()),
                 ..Default::default()
             },
         );
@@ -142,26 +308,10 @@ pub fn build(
             FilterPool::new(plugin, vms_per_filter).map_err(|e: LoadError| fail(e.to_string()))?;
         filters.push(LoadedFilter {
             name: f.name.clone(),
-            source,
+            source: source.source,
             pool,
+            load,
         });
-    }
-
-    let mut upstreams = HashMap::new();
-    for u in &config.upstreams {
-        let balancer = LoadBalancer::try_from_iter(u.endpoints.iter().map(String::as_str))
-            .map_err(|e| BuildError {
-                location: None,
-                what: format!("upstream {}", u.name),
-                message: format!("cannot resolve its endpoints: {e}"),
-            })?;
-        upstreams.insert(
-            u.name.clone(),
-            Arc::new(Upstream {
-                name: u.name.clone(),
-                balancer,
-            }),
-        );
     }
 
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -170,6 +320,7 @@ pub fn build(
             location: Some(r.location.clone()),
             what: "route".into(),
             message,
+            filter: None,
         };
         let upstream = upstreams
             .get(&r.upstream)
@@ -198,5 +349,6 @@ pub fn build(
         config,
         filters,
         routes,
+        fingerprint: [0; 32],
     })
 }

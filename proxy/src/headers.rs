@@ -95,12 +95,31 @@ macro_rules! impl_headers {
 impl_headers!(RequestHeader);
 impl_headers!(ResponseHeader);
 
+/// What the filters' edits mean beyond the headers themselves.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// A filter removed `content-length` (or `transfer-encoding`): as in Envoy, that is how a
+    /// filter says it will change the body's length, so the proxy frames the body itself
+    /// (chunked, or HTTP/2 frames) instead of forwarding a length that may become wrong.
+    pub reframe_body: bool,
+}
+
+fn is_framing(name: &HeaderName) -> bool {
+    name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING
+}
+
 /// Replays the filters' edits of regular headers, skipping protected ones. Returns the
 /// pseudo-headers that changed, for the caller to apply.
-fn replay(edits: Vec<Edit>, target: &mut impl Headers, keep: &[HeaderName]) -> Vec<Pseudo> {
+fn replay(
+    edits: Vec<Edit>,
+    target: &mut impl Headers,
+    keep: &[HeaderName],
+    applied: &mut Applied,
+) -> Vec<Pseudo> {
     let mut pseudo = Vec::new();
     for edit in edits {
         match edit {
+            Edit::Remove(name) if is_framing(&name) => applied.reframe_body = true,
             Edit::Append(name, _) | Edit::Replace(name, _) | Edit::Remove(name)
                 if is_protected(&name) =>
             {
@@ -127,12 +146,13 @@ fn replay(edits: Vec<Edit>, target: &mut impl Headers, keep: &[HeaderName]) -> V
 }
 
 /// Applies the filters' edits to the request that goes upstream.
-pub(crate) fn apply_request(map: &mut HeaderMap, req: &mut RequestHeader) {
+pub(crate) fn apply_request(map: &mut HeaderMap, req: &mut RequestHeader) -> Applied {
+    let mut applied = Applied::default();
     if !map.is_modified() {
-        return;
+        return applied;
     }
     let edits = map.take_edits();
-    for p in replay(edits, req, &[http::header::HOST]) {
+    for p in replay(edits, req, &[http::header::HOST], &mut applied) {
         let Some(value) = map.pseudo(p) else { continue };
         match p {
             Pseudo::Path => {
@@ -153,21 +173,76 @@ pub(crate) fn apply_request(map: &mut HeaderMap, req: &mut RequestHeader) {
             Pseudo::Scheme | Pseudo::Status => {}
         }
     }
+    applied
 }
 
 /// Applies the filters' edits to the response that goes downstream.
-pub(crate) fn apply_response(map: &mut HeaderMap, resp: &mut ResponseHeader) {
+pub(crate) fn apply_response(map: &mut HeaderMap, resp: &mut ResponseHeader) -> Applied {
+    let mut applied = Applied::default();
     if !map.is_modified() {
-        return;
+        return applied;
     }
     let edits = map.take_edits();
-    for p in replay(edits, resp, &[]) {
+    for p in replay(edits, resp, &[], &mut applied) {
         if p == Pseudo::Status
             && let Some(code) = map
                 .pseudo(p)
                 .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
         {
             let _ = resp.set_status(code);
+        }
+    }
+    applied
+}
+
+/// Frames a request body whose length filters may change: no `content-length`, chunked (or
+/// HTTP/2 frames, which forbid `transfer-encoding`). Through Pingora's API, which keeps its
+/// header-case map consistent.
+pub(crate) fn reframe_request(req: &mut RequestHeader, chunked: bool) {
+    req.remove_header(&http::header::CONTENT_LENGTH);
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    if chunked {
+        let _ = req.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+}
+
+/// Frames a response body whose length filters may change: no `content-length`; chunked for
+/// HTTP/1.1, frames for HTTP/2, close-delimited for a HTTP/1.0 client.
+pub(crate) fn reframe_response(resp: &mut ResponseHeader, chunked: bool) {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    if chunked {
+        let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+}
+
+/// Trailers as filters see them (no pseudo-headers).
+pub(crate) fn capture_trailers(trailers: &http::HeaderMap) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(trailers.len());
+    for (name, value) in trailers {
+        map.push(name.clone(), value.clone());
+    }
+    map
+}
+
+/// Applies the filters' edits to trailers.
+pub(crate) fn apply_trailers(map: &mut HeaderMap, trailers: &mut http::HeaderMap) {
+    if !map.is_modified() {
+        return;
+    }
+    for edit in map.take_edits() {
+        match edit {
+            Edit::Append(name, value) => {
+                trailers.append(name, value);
+            }
+            Edit::Replace(name, value) => {
+                trailers.insert(name, value);
+            }
+            Edit::Remove(name) => {
+                trailers.remove(name);
+            }
+            Edit::Clear => trailers.clear(),
+            Edit::Pseudo(_) => {}
         }
     }
 }
@@ -233,7 +308,8 @@ mod tests {
         map.add(b"transfer-encoding", b"chunked", 1024).unwrap();
         map.replace(b":path", b"/rewritten", 1024).unwrap();
         map.replace(b":authority", b"other.example", 1024).unwrap();
-        apply_request(&mut map, &mut req);
+        let applied = apply_request(&mut map, &mut req);
+        assert!(!applied.reframe_body);
         assert_eq!(req.headers["x-new"], "v");
         assert_eq!(req.headers["x-keep"], "2");
         assert_eq!(req.headers["content-length"], "0");
@@ -241,6 +317,33 @@ mod tests {
         assert_eq!(req.raw_path(), b"/rewritten");
         assert_eq!(req.headers["host"], "other.example");
         assert!(!map.is_modified(), "edits are applied once");
+    }
+
+    #[test]
+    fn removing_content_length_asks_for_reframing() {
+        let mut req = request();
+        let mut map = capture_request(&req, false);
+        map.remove(b"content-length").unwrap();
+        assert!(apply_request(&mut map, &mut req).reframe_body);
+        assert_eq!(
+            req.headers["content-length"], "0",
+            "the proxy reframes, not the edit"
+        );
+        reframe_request(&mut req, true);
+        assert!(req.headers.get("content-length").is_none());
+        assert_eq!(req.headers["transfer-encoding"], "chunked");
+    }
+
+    #[test]
+    fn trailer_edits_apply() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut map = capture_trailers(&trailers);
+        map.add(b"x-t", b"1", 1024).unwrap();
+        map.replace(b"grpc-status", b"2", 1024).unwrap();
+        apply_trailers(&mut map, &mut trailers);
+        assert_eq!(trailers["x-t"], "1");
+        assert_eq!(trailers["grpc-status"], "2");
     }
 
     #[test]

@@ -5,10 +5,13 @@
 
 pub mod admin;
 pub mod builtin;
+pub mod callouts;
 pub mod cli;
 pub mod demo;
 pub mod generation;
 mod headers;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod service;
+pub mod watch;

@@ -1,24 +1,47 @@
 //! Assembles and runs the Pingora server: the proxy service on every listen address, the admin
-//! service, and (for the demo) the echo origin.
+//! service, the reload triggers (SIGHUP, the file watcher), and (for the demo) the echo origin.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora::server::Server;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use wasmgate_abi::{Runtime, RuntimeConfig};
 use wasmgate_config::Config;
 
 use crate::admin::Admin;
-use crate::generation;
+use crate::reload::{self, Reloader, Snapshot};
 use crate::service::{State, WasmGate};
+use crate::watch::WatchService;
+
+/// The upgrade socket when the configuration names none (`upgrade_sock:`).
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/wasmgate_upgrade.sock";
+
+/// How long a process started with `--upgrade` waits for the running one to hand over its
+/// sockets (it gets them once that one receives `SIGQUIT`), in one-second attempts.
+const UPGRADE_WAIT_ATTEMPTS: usize = 30;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file, which reloads re-read.
+    File(PathBuf),
+    /// Text with a name for errors (the demo); it cannot be reloaded.
+    Text { text: String, name: PathBuf },
+}
 
 /// How `run` was asked to start.
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
     /// Also serve the demo echo origin on this address.
     pub demo_origin: Option<SocketAddr>,
+    /// Reload when the configuration file or one of its modules changes.
+    pub watch: bool,
+    /// Take over the listening sockets of a running wasmgate (graceful binary upgrade).
+    pub upgrade: bool,
 }
 
 /// Worker threads: the configured number, else one per CPU.
@@ -28,11 +51,13 @@ pub fn worker_threads(config: &Config) -> usize {
     })
 }
 
-/// The wasm runtime for a configuration: enough pooled VM slots for every filter's VMs, twice
-/// over (a reload runs two generations side by side), plus headroom.
+/// The wasm runtime for a configuration: enough pooled VM slots for every filter's VMs three
+/// times over (during a reload the new generation is built while the running one serves, and
+/// the one before may still be draining long requests), plus headroom for filters that later
+/// reloads add.
 pub fn runtime_for(config: &Config) -> Result<Runtime, String> {
     let vms = config.filters.len() * worker_threads(config);
-    let max_vms = u32::try_from((vms * 2 + 16).max(64)).unwrap_or(u32::MAX);
+    let max_vms = u32::try_from((vms * 3 + 64).max(128)).unwrap_or(u32::MAX);
     Runtime::new(RuntimeConfig {
         max_vms,
         ..Default::default()
@@ -49,42 +74,76 @@ fn check_bind(addr: &SocketAddr, what: &str) -> Result<(), String> {
 }
 
 /// Builds the first generation and runs the server until a signal stops it.
-pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
+pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
     let handle = crate::metrics::install().clone();
+    let parse_options = crate::cli::parse_options();
+    let (snapshot, path) = match source {
+        Source::File(path) => (
+            Snapshot::read(&path, &parse_options).map_err(|e| e.message)?,
+            Some(path),
+        ),
+        Source::Text { text, name } => (Snapshot::from_text(&text, &name, &parse_options)?, None),
+    };
+    let config = snapshot.config.clone();
     let runtime = runtime_for(&config)?;
     let threads = worker_threads(&config);
-    for addr in &config.listen {
-        check_bind(addr, "listen")?;
-    }
-    if let Some(addr) = &config.admin {
-        check_bind(addr, "admin")?;
+    // When upgrading, the running process holds the listeners and hands them over.
+    if !options.upgrade {
+        for addr in &config.listen {
+            check_bind(addr, "listen")?;
+        }
+        if let Some(addr) = &config.admin {
+            check_bind(addr, "admin")?;
+        }
     }
     if let Some(addr) = &options.demo_origin {
         check_bind(addr, "demo origin")?;
     }
-    let listen = config.listen.clone();
-    let admin = config.admin;
-    let generation = generation::build(1, config, &runtime, threads).map_err(|e| e.to_string())?;
+    let generation = snapshot
+        .build(1, &runtime, threads, None, &[])
+        .map_err(|e| e.to_string())?;
     for f in &generation.filters {
         tracing::info!(
             filter = %f.name,
             abi = %f.module().abi(),
             sha256 = %f.module().sha256_hex(),
             vms = f.pool.len(),
+            load = f.load.as_str(),
             "filter loaded"
         );
     }
     let state = State::new(generation);
+    let reloader = Reloader::new(state.clone(), runtime, path, parse_options, threads);
+    reload::catch_sighup_early()?;
 
+    let upgrade_sock = config.upgrade_sock.as_ref().map_or_else(
+        || DEFAULT_UPGRADE_SOCK.to_owned(),
+        |p| p.display().to_string(),
+    );
     let conf = ServerConf {
         threads,
         // A stop (SIGTERM) lets requests in flight finish, briefly.
         grace_period_seconds: Some(5),
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: upgrade_sock.clone(),
+        upgrade_sock_connect_accept_max_retries: Some(UPGRADE_WAIT_ATTEMPTS),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if options.upgrade {
+        tracing::info!(
+            socket = %upgrade_sock,
+            "upgrade: waiting for the running wasmgate's listening sockets; send it SIGQUIT"
+        );
+    }
     server.bootstrap();
+    if options.upgrade {
+        tracing::info!("upgrade: took over the listening sockets");
+    }
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -93,18 +152,19 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         },
         "wasmgate proxy",
     );
-    for addr in &listen {
+    for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
         tracing::info!(%addr, "proxy listening");
     }
     server.add_service(proxy);
 
-    if let Some(addr) = admin {
+    if let Some(addr) = config.admin {
         let mut service = Service::new(
             "wasmgate admin".into(),
             Admin {
                 state: state.clone(),
                 metrics: handle,
+                reloader: reloader.clone(),
             },
         );
         service.add_tcp(&addr.to_string());
@@ -116,6 +176,20 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), String> {
         service.add_tcp(&addr.to_string());
         tracing::info!(%addr, "demo origin listening");
         server.add_service(service);
+    }
+    server.add_service(background_service(
+        "reload",
+        reload::ReloadService {
+            reloader: reloader.clone(),
+        },
+    ));
+    if options.watch && reloader.has_file() {
+        server.add_service(background_service(
+            "watch",
+            WatchService {
+                reloader: reloader.clone(),
+            },
+        ));
     }
     let _keep: Arc<State> = state;
     server.run_forever()

@@ -2,8 +2,10 @@
 //! turns the chain's verdicts into Pingora actions.
 //!
 //! Phase mapping: `request_filter` runs the request-headers callbacks (in chain order),
-//! `response_filter` the response-headers callbacks (in reverse), `logging` ends the contexts
-//! (`proxy_on_log`, `proxy_on_done`, `proxy_on_delete`).
+//! `request_body_filter` the request-body callbacks, `response_filter` the response-headers
+//! callbacks (in reverse), `response_body_filter` and `response_trailer_filter` the
+//! response-body and -trailers callbacks, and `logging` ends the contexts (`proxy_on_log`,
+//! `proxy_on_done`, `proxy_on_delete`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use wasmgate_abi::{ChainStream, HttpStream, StreamInfo, Verdict};
+use wasmgate_abi::{ChainStream, HttpStream, LocalReply, StreamInfo, Verdict};
 
 use crate::generation::Generation;
 use crate::headers;
@@ -52,16 +54,48 @@ struct Replacement {
     body: Bytes,
 }
 
+/// How a body is framed on the wire, and how much of it went out.
+#[derive(Debug, Default)]
+struct Framing {
+    /// The length announced by `content-length`, when the body is sent with one: the proxy
+    /// then refuses to send a different number of bytes (a desynchronised connection).
+    announced: Option<u64>,
+    /// Bytes forwarded so far.
+    sent: u64,
+    /// The body ended with the headers: no body callbacks run.
+    ended: bool,
+    /// A filter removed the length header: the proxy frames the body itself.
+    reframe: bool,
+}
+
+impl Framing {
+    /// Accounts for `n` more bytes, `last` if the body ends with them; an error if that breaks
+    /// the announced length.
+    fn send(&mut self, n: usize, last: bool) -> std::result::Result<(), String> {
+        self.sent += n as u64;
+        match self.announced {
+            Some(len) if self.sent > len || (last && self.sent != len) => Err(format!(
+                "a filter changed the body length ({} bytes instead of the {len} announced); \
+                 a filter that changes a body must remove content-length in its headers callback",
+                self.sent
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Per-request state.
 #[derive(Debug)]
 pub struct RequestCtx {
     generation: Arc<Generation>,
     route: Option<usize>,
     chain: Option<ChainStream>,
-    /// Set in the response phase when a filter replaced the response or failed.
+    /// Set when a filter replaced the response or failed after the request went upstream.
     replacement: Option<Replacement>,
-    /// A filter asked to reset the stream: no response at all.
+    /// A filter asked to reset the stream, or it must be aborted: no response at all.
     reset: bool,
+    request: Framing,
+    response: Framing,
     /// The status sent downstream, for metrics.
     status: u16,
 }
@@ -70,6 +104,9 @@ pub struct RequestCtx {
 /// request forever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const UPSTREAM_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a filter may keep a request paused (waiting on something of its own) before the
+/// proxy gives up on it.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn plain(status: u16, body: &'static str) -> Replacement {
     let mut header = ResponseHeader::build(status, Some(2)).expect("a valid status");
@@ -85,10 +122,42 @@ fn filter_failed() -> Replacement {
     plain(503, "503 Service Unavailable: a filter failed\n")
 }
 
-fn filter_paused() -> Replacement {
+fn filter_timed_out() -> Replacement {
     plain(
-        500,
-        "500 Internal Server Error: a filter paused the request\n",
+        504,
+        "504 Gateway Timeout: a filter paused the request too long\n",
+    )
+}
+
+fn too_large() -> Replacement {
+    plain(
+        413,
+        "413 Content Too Large: the body is over a filter's buffer limit\n",
+    )
+}
+
+fn internal_error() -> Replacement {
+    plain(500, "500 Internal Server Error\n")
+}
+
+fn local_reply(chain: &ChainStream, reply: LocalReply) -> Replacement {
+    Replacement {
+        header: headers::build_response(&chain.stream().response_headers, reply.body.len()),
+        body: reply.body,
+    }
+}
+
+fn closed() -> Box<Error> {
+    Error::explain(
+        ErrorType::Custom("wasm_close_stream"),
+        "a filter closed the stream",
+    )
+}
+
+fn replaced() -> Box<Error> {
+    Error::explain(
+        ErrorType::Custom("wasm_replaced_response"),
+        "a filter answered instead of the upstream",
     )
 }
 
@@ -123,6 +192,42 @@ fn report(chain: &mut ChainStream) {
     }
 }
 
+/// Waits out pauses: while a filter holds the stream, wait until something resumes it.
+/// `None` if it stays paused past the timeout.
+async fn settle(
+    chain: &mut ChainStream,
+    mut verdict: Verdict,
+    mut data: Bytes,
+) -> Option<(Verdict, Bytes)> {
+    while let Verdict::Paused { filter } = verdict {
+        if !chain.wait(PAUSE_TIMEOUT).await {
+            let name = &chain.chain().filters()[filter].plugin().info().name;
+            tracing::warn!(filter = %name, "filter kept the stream paused past {PAUSE_TIMEOUT:?}");
+            return None;
+        }
+        let (v, more) = chain.resume();
+        verdict = v;
+        if !more.is_empty() {
+            data = more;
+        }
+    }
+    Some((verdict, data))
+}
+
+/// The `content-length` of a message, when it has one and no `transfer-encoding`.
+fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl WasmGate {
     fn stream_info(&self, session: &Session) -> StreamInfo {
         let req = session.req_header();
@@ -151,6 +256,11 @@ fn request_host(session: &Session) -> Option<&str> {
         .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
 }
 
+/// Whether a response to this request may use chunked framing (HTTP/1.1 downstream).
+fn downstream_chunked(session: &Session) -> bool {
+    !session.is_http2() && session.req_header().version == http::Version::HTTP_11
+}
+
 #[async_trait]
 impl ProxyHttp for WasmGate {
     type CTX = RequestCtx;
@@ -162,6 +272,8 @@ impl ProxyHttp for WasmGate {
             chain: None,
             replacement: None,
             reset: false,
+            request: Framing::default(),
+            response: Framing::default(),
             status: 0,
         }
     }
@@ -181,55 +293,45 @@ impl ProxyHttp for WasmGate {
 
         let mut stream = HttpStream::new(self.stream_info(session));
         stream.request_headers = headers::capture_request(session.req_header(), false);
-        let end_of_stream = session.is_body_empty();
+        ctx.request.ended = session.is_body_empty();
         let mut chain = ChainStream::new(chain, stream);
-        let verdict = chain.on_request_headers(end_of_stream).await;
+        let verdict = chain.on_request_headers(ctx.request.ended);
+        let settled = settle(&mut chain, verdict, Bytes::new()).await;
         report(&mut chain);
-        let reply = match verdict {
-            Verdict::Continue => {
-                headers::apply_request(
+        let reply = match settled {
+            None => filter_timed_out(),
+            Some((Verdict::Continue, _)) => {
+                let applied = headers::apply_request(
                     &mut chain.stream_mut().request_headers,
                     session.req_header_mut(),
                 );
+                ctx.request.reframe = applied.reframe_body && !ctx.request.ended;
                 ctx.chain = Some(chain);
                 return Ok(false);
             }
-            Verdict::LocalReply(reply) => {
+            Some((Verdict::LocalReply(reply), _)) => {
                 // The response callbacks see the local reply, as in Envoy.
-                let verdict = chain.on_response_headers(reply.body.is_empty()).await;
+                let verdict = chain.on_response_headers(reply.body.is_empty());
+                let settled = settle(&mut chain, verdict, Bytes::new()).await;
                 report(&mut chain);
-                match verdict {
-                    Verdict::Failed { .. } => filter_failed(),
-                    Verdict::Close => {
+                match settled {
+                    None => filter_timed_out(),
+                    Some((Verdict::Close, _)) => {
                         ctx.chain = Some(chain);
                         ctx.reset = true;
-                        return Err(Error::explain(
-                            ErrorType::Custom("wasm_close_stream"),
-                            "a filter closed the stream",
-                        ));
+                        return Err(closed());
                     }
-                    _ => Replacement {
-                        header: headers::build_response(
-                            &chain.stream().response_headers,
-                            reply.body.len(),
-                        ),
-                        body: reply.body,
-                    },
+                    Some((Verdict::Failed { .. }, _)) => filter_failed(),
+                    Some(_) => local_reply(&chain, reply),
                 }
             }
-            Verdict::Failed { .. } => filter_failed(),
-            Verdict::Paused { filter } => {
-                let name = &chain.chain().filters()[filter].plugin().info().name;
-                tracing::warn!(filter = %name, "filter paused the request and nothing can resume it");
-                filter_paused()
-            }
-            Verdict::Close => {
+            Some((Verdict::Failed { .. }, _)) => filter_failed(),
+            Some((Verdict::TooLarge { .. }, _)) => too_large(),
+            Some((Verdict::Paused { .. }, _)) => filter_timed_out(),
+            Some((Verdict::Close, _)) => {
                 ctx.chain = Some(chain);
                 ctx.reset = true;
-                return Err(Error::explain(
-                    ErrorType::Custom("wasm_close_stream"),
-                    "a filter closed the stream",
-                ));
+                return Err(closed());
             }
         };
         ctx.chain = Some(chain);
@@ -259,6 +361,82 @@ impl ProxyHttp for WasmGate {
         Ok(Box::new(peer))
     }
 
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.chain.is_none() {
+            return Ok(());
+        }
+        if ctx.request.reframe {
+            // The upstream connection is HTTP/1.1 (Pingora's default): chunked framing.
+            headers::reframe_request(upstream_request, true);
+        }
+        ctx.request.announced = announced_length(&upstream_request.headers);
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(chain) = ctx.chain.as_mut() else {
+            return Ok(());
+        };
+        if ctx.request.ended {
+            return Ok(());
+        }
+        let chunk = body.take().unwrap_or_default();
+        let (verdict, data) = chain.on_request_body(chunk, end_of_stream);
+        let settled = settle(chain, verdict, data).await;
+        report(chain);
+        let replacement = match settled {
+            Some((Verdict::Continue, data)) => {
+                if let Err(why) = ctx.request.send(data.len(), end_of_stream) {
+                    tracing::error!("request failed: {why}");
+                    ctx.replacement = Some(internal_error());
+                    return Err(replaced());
+                }
+                // `None` would end the upstream body: an empty chunk sends nothing.
+                *body = Some(data);
+                return Ok(());
+            }
+            Some((Verdict::LocalReply(reply), _)) => {
+                let verdict = chain.on_response_headers(reply.body.is_empty());
+                let settled = settle(chain, verdict, Bytes::new()).await;
+                report(chain);
+                match settled {
+                    None => filter_timed_out(),
+                    Some((Verdict::Close, _)) => {
+                        ctx.reset = true;
+                        return Err(closed());
+                    }
+                    Some((Verdict::Failed { .. }, _)) => filter_failed(),
+                    Some(_) => local_reply(chain, reply),
+                }
+            }
+            Some((Verdict::Close, _)) => {
+                ctx.reset = true;
+                return Err(closed());
+            }
+            Some((Verdict::TooLarge { filter }, _)) => {
+                tracing::warn!(filter = %filter, "request body over the filter's buffer limit");
+                too_large()
+            }
+            Some((Verdict::Failed { .. }, _)) => filter_failed(),
+            None | Some((Verdict::Paused { .. }, _)) => filter_timed_out(),
+        };
+        // The upstream has part of the request: Pingora's error path answers the client with
+        // our response and never reuses that upstream connection.
+        ctx.replacement = Some(replacement);
+        Err(replaced())
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -270,44 +448,103 @@ impl ProxyHttp for WasmGate {
         };
         chain.stream_mut().response_headers = headers::capture_response(upstream_response);
         let status = upstream_response.status.as_u16();
-        let end_of_stream = session.req_header().method == http::Method::HEAD
+        ctx.response.ended = session.req_header().method == http::Method::HEAD
             || status == 204
             || status == 304
-            || upstream_response
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() == b"0");
-        let verdict = chain.on_response_headers(end_of_stream).await;
+            || announced_length(&upstream_response.headers) == Some(0);
+        let verdict = chain.on_response_headers(ctx.response.ended);
+        let settled = settle(chain, verdict, Bytes::new()).await;
         report(chain);
-        let replacement = match verdict {
-            Verdict::Continue => {
-                headers::apply_response(
+        let replacement = match settled {
+            Some((Verdict::Continue, _)) => {
+                let applied = headers::apply_response(
                     &mut chain.stream_mut().response_headers,
                     upstream_response,
                 );
+                if applied.reframe_body && !ctx.response.ended {
+                    ctx.response.reframe = true;
+                    headers::reframe_response(upstream_response, downstream_chunked(session));
+                }
+                ctx.response.announced = announced_length(&upstream_response.headers);
                 return Ok(());
             }
-            Verdict::LocalReply(reply) => Replacement {
-                header: headers::build_response(&chain.stream().response_headers, reply.body.len()),
-                body: reply.body,
-            },
-            Verdict::Failed { .. } => filter_failed(),
-            Verdict::Paused { .. } => filter_paused(),
-            Verdict::Close => {
+            Some((Verdict::LocalReply(reply), _)) => local_reply(chain, reply),
+            Some((Verdict::Failed { .. }, _)) => filter_failed(),
+            Some((Verdict::TooLarge { .. }, _)) => internal_error(),
+            None | Some((Verdict::Paused { .. }, _)) => filter_timed_out(),
+            Some((Verdict::Close, _)) => {
                 ctx.reset = true;
-                return Err(Error::explain(
-                    ErrorType::Custom("wasm_close_stream"),
-                    "a filter closed the stream",
-                ));
+                return Err(closed());
             }
         };
         // The upstream's response is dropped: Pingora's error path sends ours instead and
         // does not reuse the upstream connection, whose body was never read.
         ctx.replacement = Some(replacement);
-        Err(Error::explain(
-            ErrorType::Custom("wasm_replaced_response"),
-            "a filter replaced the upstream response",
-        ))
+        Err(replaced())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(chain) = ctx.chain.as_mut() else {
+            return Ok(None);
+        };
+        if ctx.response.ended {
+            return Ok(None);
+        }
+        let chunk = body.take().unwrap_or_default();
+        let (verdict, data) = chain.on_response_body(chunk, end_of_stream);
+        report(chain);
+        match verdict {
+            Verdict::Continue => {
+                if let Err(why) = ctx.response.send(data.len(), end_of_stream) {
+                    tracing::error!("response aborted: {why}");
+                    ctx.reset = true;
+                    return Err(closed());
+                }
+                *body = Some(data);
+                Ok(None)
+            }
+            other => {
+                // The response headers are on their way: the only safe answer is to abort the
+                // downstream connection (a truncated response, never a wrong one).
+                tracing::warn!("response aborted by its filter chain: {other:?}");
+                ctx.reset = true;
+                Err(closed())
+            }
+        }
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Bytes>> {
+        let Some(chain) = ctx.chain.as_mut() else {
+            return Ok(None);
+        };
+        chain.stream_mut().response_trailers = headers::capture_trailers(upstream_trailers);
+        let verdict = chain.on_response_trailers();
+        let settled = settle(chain, verdict, Bytes::new()).await;
+        report(chain);
+        match settled {
+            Some((Verdict::Continue, _)) => {
+                headers::apply_trailers(
+                    &mut chain.stream_mut().response_trailers,
+                    upstream_trailers,
+                );
+                Ok(None)
+            }
+            _ => {
+                ctx.reset = true;
+                Err(closed())
+            }
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
@@ -354,10 +591,17 @@ impl ProxyHttp for WasmGate {
                         }
                         _ => plain(400, "400 Bad Request\n"),
                     },
-                    _ => plain(500, "500 Internal Server Error\n"),
+                    _ => internal_error(),
                 },
             },
         };
+        if session.response_written().is_some() {
+            // Too late for a response: the client connection is dropped.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let code = reply.header.status.as_u16();
         let mut reply = reply;
         if !session.is_http2() {
@@ -382,7 +626,7 @@ impl ProxyHttp for WasmGate {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(chain) = ctx.chain.as_mut() {
-            chain.finish().await;
+            chain.finish();
             report(chain);
         }
         let status = session

@@ -10,6 +10,8 @@ use crate::pool::FilterPool;
 use crate::stream::{HttpStream, StreamInfo};
 use crate::testing::{PRELUDE, config, plugin_from_wat, runtime, runtime_with_log};
 
+mod bodies;
+
 /// A filter that appends `x-order: <name>` to the request and the response headers, and, as
 /// `behaviour` says, replies locally, traps or pauses in its request callback.
 fn filter(name: &str, behaviour: &str) -> String {
@@ -93,13 +95,13 @@ fn rt() -> &'static crate::Runtime {
 async fn request_in_order_response_in_reverse() {
     let chain = Chain::new(vec![pool(rt(), "a", "", false), pool(rt(), "b", "", false)]);
     let mut cs = ChainStream::new(chain, request());
-    assert_eq!(cs.on_request_headers(true).await, Verdict::Continue);
+    assert_eq!(cs.on_request_headers(true), Verdict::Continue);
     assert_eq!(tags(&cs.stream().request_headers), ["a", "b"]);
     upstream_response(cs.stream_mut());
-    assert_eq!(cs.on_response_headers(false).await, Verdict::Continue);
+    assert_eq!(cs.on_response_headers(false), Verdict::Continue);
     assert_eq!(tags(&cs.stream().response_headers), ["b", "a"]);
     assert_eq!(cs.stream().request_headers.edits().len(), 2);
-    cs.finish().await;
+    cs.finish();
 }
 
 #[tokio::test]
@@ -110,7 +112,7 @@ async fn a_local_reply_stops_the_request_and_is_seen_by_the_response_callbacks()
         pool(rt(), "c", "", false),
     ]);
     let mut cs = ChainStream::new(chain, request());
-    let Verdict::LocalReply(reply) = cs.on_request_headers(true).await else {
+    let Verdict::LocalReply(reply) = cs.on_request_headers(true) else {
         panic!("expected a local reply");
     };
     assert_eq!((reply.status, &reply.body[..]), (403, &b"denied"[..]));
@@ -119,7 +121,7 @@ async fn a_local_reply_stops_the_request_and_is_seen_by_the_response_callbacks()
         ["a", "b"],
         "c never saw the request"
     );
-    assert_eq!(cs.on_response_headers(false).await, Verdict::Continue);
+    assert_eq!(cs.on_response_headers(false), Verdict::Continue);
     let response = &cs.stream().response_headers;
     assert_eq!(response.pseudo(Pseudo::Status).unwrap(), "403");
     assert_eq!(response.get(b"content-type").unwrap(), "text/plain");
@@ -128,7 +130,7 @@ async fn a_local_reply_stops_the_request_and_is_seen_by_the_response_callbacks()
         ["c", "b", "a"],
         "every filter sees the reply, as in Envoy"
     );
-    cs.finish().await;
+    cs.finish();
 }
 
 #[tokio::test]
@@ -137,20 +139,20 @@ async fn a_trap_fails_the_stream_and_the_next_stream_gets_a_fresh_vm() {
     let chain = Chain::new(vec![pool(rt(), "a", "", false), trapper.clone()]);
     let mut cs = ChainStream::new(chain.clone(), request());
     assert_eq!(
-        cs.on_request_headers(true).await,
+        cs.on_request_headers(true),
         Verdict::Failed { filter: "t".into() }
     );
     let failures = cs.take_failures();
     assert_eq!(failures.len(), 1);
     assert!(!failures[0].failed_open);
     assert!(failures[0].fault.is_some());
-    cs.finish().await;
+    cs.finish();
     assert_eq!(trapper.stats().faults.load(Ordering::Relaxed), 1);
 
     // The trapped VM was thrown away; the next stream runs on a new one (and traps again).
     let mut cs = ChainStream::new(chain, request());
     assert_eq!(
-        cs.on_request_headers(true).await,
+        cs.on_request_headers(true),
         Verdict::Failed { filter: "t".into() }
     );
     assert_eq!(trapper.stats().rebuilds.load(Ordering::Relaxed), 1);
@@ -164,14 +166,14 @@ async fn fail_open_skips_the_failed_filter() {
         pool(rt(), "c", "", false),
     ]);
     let mut cs = ChainStream::new(chain, request());
-    assert_eq!(cs.on_request_headers(true).await, Verdict::Continue);
+    assert_eq!(cs.on_request_headers(true), Verdict::Continue);
     assert_eq!(
         tags(&cs.stream().request_headers),
         ["a", "t", "c"],
         "t's edit before the trap stays"
     );
     upstream_response(cs.stream_mut());
-    assert_eq!(cs.on_response_headers(false).await, Verdict::Continue);
+    assert_eq!(cs.on_response_headers(false), Verdict::Continue);
     assert_eq!(
         tags(&cs.stream().response_headers),
         ["c", "a"],
@@ -184,26 +186,29 @@ async fn fail_open_skips_the_failed_filter() {
 async fn a_trap_in_the_response_phase_fails_the_stream() {
     let chain = Chain::new(vec![pool(rt(), "r", "trap_response", false)]);
     let mut cs = ChainStream::new(chain, request());
-    assert_eq!(cs.on_request_headers(true).await, Verdict::Continue);
+    assert_eq!(cs.on_request_headers(true), Verdict::Continue);
     upstream_response(cs.stream_mut());
     assert_eq!(
-        cs.on_response_headers(false).await,
+        cs.on_response_headers(false),
         Verdict::Failed { filter: "r".into() }
     );
 }
 
 #[tokio::test]
-async fn a_pause_without_resume_is_reported() {
+async fn a_pause_without_resume_waits_and_stays_paused() {
     let chain = Chain::new(vec![
         pool(rt(), "p", "pause", false),
         pool(rt(), "z", "", false),
     ]);
     let mut cs = ChainStream::new(chain, request());
-    assert_eq!(
-        cs.on_request_headers(true).await,
-        Verdict::Paused { filter: 0 }
+    assert_eq!(cs.on_request_headers(true), Verdict::Paused { filter: 0 });
+    assert!(cs.is_paused());
+    assert!(
+        !cs.wait(std::time::Duration::from_millis(20)).await,
+        "nothing resumes it"
     );
-    assert_eq!(tags(&cs.stream().request_headers), ["p"]);
+    assert_eq!(cs.resume().0, Verdict::Paused { filter: 0 }, "still paused");
+    cs.finish();
 }
 
 #[tokio::test]
@@ -213,9 +218,9 @@ async fn finish_ends_every_context_once() {
     let b = FilterPool::new(plugin_from_wat(&rt, &filter("b", ""), config("b")), 1).unwrap();
     let chain = Chain::new(vec![a, b]);
     let mut cs = ChainStream::new(chain.clone(), request());
-    assert_eq!(cs.on_request_headers(true).await, Verdict::Continue);
-    cs.finish().await;
-    cs.finish().await;
+    assert_eq!(cs.on_request_headers(true), Verdict::Continue);
+    cs.finish();
+    cs.finish();
     drop(cs);
     assert_eq!(
         log.lines.lock().as_slice(),
@@ -224,7 +229,7 @@ async fn finish_ends_every_context_once() {
 
     // Dropped without finish (a cancelled request): contexts still end.
     let mut cs = ChainStream::new(chain, request());
-    assert_eq!(cs.on_request_headers(true).await, Verdict::Continue);
+    assert_eq!(cs.on_request_headers(true), Verdict::Continue);
     drop(cs);
     assert_eq!(log.lines.lock().len(), 4);
 }
@@ -233,14 +238,14 @@ async fn finish_ends_every_context_once() {
 async fn a_filter_that_keeps_failing_backs_off() {
     let trapper = pool(rt(), "t", "trap", false);
     let chain = Chain::new(vec![trapper.clone()]);
-    for _ in 0..5 {
+    for _ in 0..8 {
         let mut cs = ChainStream::new(chain.clone(), request());
         assert!(matches!(
-            cs.on_request_headers(true).await,
+            cs.on_request_headers(true),
             Verdict::Failed { .. }
         ));
     }
-    // Three faults in a row, then the slot waits instead of rebuilding for every request.
-    assert_eq!(trapper.stats().faults.load(Ordering::Relaxed), 3);
-    assert_eq!(trapper.stats().rebuilds.load(Ordering::Relaxed), 2);
+    // Five faults in a row, then the slot waits instead of rebuilding for every request.
+    assert_eq!(trapper.stats().faults.load(Ordering::Relaxed), 5);
+    assert_eq!(trapper.stats().rebuilds.load(Ordering::Relaxed), 4);
 }

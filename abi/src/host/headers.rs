@@ -34,6 +34,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 /// The map a read refers to, if it exists now.
 fn readable(state: &HostState, map: MapType) -> Option<&HeaderMap> {
+    match map {
+        MapType::HttpCallResponseHeaders => {
+            return state.call_response.as_ref().map(|r| &r.headers);
+        }
+        MapType::HttpCallResponseTrailers => {
+            return state.call_response.as_ref().map(|r| &r.trailers);
+        }
+        // gRPC metadata exists only during its callback (Envoy).
+        MapType::GrpcReceiveInitialMetadata => return state.grpc_initial_metadata.as_ref(),
+        MapType::GrpcReceiveTrailingMetadata => return state.grpc_trailing_metadata.as_ref(),
+        _ => {}
+    }
     let stream = state.stream()?;
     match stream.map_state(map) {
         MapState::Absent => None,
@@ -84,10 +96,26 @@ fn get_header_map_pairs(
     };
     // Lend the stream out of the state while the guest allocator runs, so the map can be
     // encoded straight into guest memory without an intermediate copy.
-    let stream = caller.data_mut().stream.take();
+    let stream = caller.data_mut().take_stream();
+    let response = match map {
+        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers => {
+            caller.data_mut().call_response.take()
+        }
+        _ => None,
+    };
+    let grpc = match map {
+        MapType::GrpcReceiveInitialMetadata => caller.data_mut().grpc_initial_metadata.take(),
+        MapType::GrpcReceiveTrailingMetadata => caller.data_mut().grpc_trailing_metadata.take(),
+        _ => None,
+    };
     let empty = HeaderMap::default();
-    let source = match stream.as_deref() {
-        Some(s) if s.map_state(map) != MapState::Absent => s.map(map).unwrap_or(&empty),
+    let source = match (map, &response, stream.as_deref()) {
+        (MapType::GrpcReceiveInitialMetadata | MapType::GrpcReceiveTrailingMetadata, _, _) => {
+            grpc.as_ref().unwrap_or(&empty)
+        }
+        (MapType::HttpCallResponseHeaders, Some(r), _) => &r.headers,
+        (MapType::HttpCallResponseTrailers, Some(r), _) => &r.trailers,
+        (_, _, Some(s)) if s.map_state(map) != MapState::Absent => s.map(map).unwrap_or(&empty),
         _ => &empty,
     };
     let len = if source.is_empty() {
@@ -98,7 +126,16 @@ fn get_header_map_pairs(
     let result = return_with(&mut caller, len, ret_ptr, ret_size, |dst| {
         pairs::encode_into(source.pairs(), dst)
     });
-    caller.data_mut().stream = stream;
+    let state = caller.data_mut();
+    state.put_stream(stream);
+    if response.is_some() {
+        state.call_response = response;
+    }
+    match (map, grpc) {
+        (MapType::GrpcReceiveInitialMetadata, Some(m)) => state.grpc_initial_metadata = Some(m),
+        (MapType::GrpcReceiveTrailingMetadata, Some(m)) => state.grpc_trailing_metadata = Some(m),
+        _ => {}
+    }
     Ok(code(result?))
 }
 

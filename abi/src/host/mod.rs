@@ -1,10 +1,10 @@
 //! Host functions: every import a proxy-wasm guest may have, one file per ABI group.
 //!
-//! Linking never fails for a name in [`ENV_FUNCTIONS`] or [`WASI_FUNCTIONS`]: a function whose
-//! group is not implemented yet answers `Unimplemented` (12), as Envoy's base context does.
+//! Linking never fails for a name in [`ENV_FUNCTIONS`] or [`WASI_FUNCTIONS`].
 
 mod buffers;
 mod compat;
+pub(crate) mod grpc;
 mod headers;
 mod http_call;
 mod lifecycle;
@@ -100,6 +100,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     stream::add_to_linker(linker)?;
     properties::add_to_linker(linker)?;
     http_call::add_to_linker(linker)?;
+    grpc::add_to_linker(linker)?;
     shared_data::add_to_linker(linker)?;
     queues::add_to_linker(linker)?;
     metrics::add_to_linker(linker)?;
@@ -139,21 +140,6 @@ pub(crate) fn check_allowed(
         )),
     }
 }
-
-/// Defines `module.name` as a function that answers `Unimplemented`, with the right signature.
-macro_rules! unimplemented_fn {
-    ($linker:expr, $name:literal, ($($arg:ty),*)) => {
-        $linker.func_wrap(
-            "env",
-            $name,
-            |caller: ::wasmtime::Caller<'_, $crate::state::HostState>, $(_: $arg),*| -> ::wasmtime::Result<u32> {
-                $crate::host::check_allowed(&caller, $name)?;
-                Ok($crate::types::Status::Unimplemented.code())
-            },
-        )?
-    };
-}
-pub(crate) use unimplemented_fn;
 
 #[cfg(test)]
 mod tests;

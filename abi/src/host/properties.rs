@@ -6,7 +6,7 @@ use std::time::UNIX_EPOCH;
 use wasmtime::{Caller, Linker};
 
 use crate::header_map::{HeaderMap, Pseudo};
-use crate::host::{check_allowed, code, unimplemented_fn};
+use crate::host::{check_allowed, code};
 use crate::memory::{return_bytes, slice, split};
 use crate::pairs;
 use crate::state::HostState;
@@ -15,7 +15,7 @@ use crate::types::{MapType, Status};
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_get_property", get_property)?;
-    unimplemented_fn!(linker, "proxy_set_property", (u32, u32, u32, u32));
+    linker.func_wrap("env", "proxy_set_property", set_property)?;
     Ok(())
 }
 
@@ -54,19 +54,53 @@ pub(crate) fn split_path(path: &[u8]) -> Vec<&[u8]> {
     path.split(|&b| b == 0).collect()
 }
 
+/// Top-level names Envoy answers itself (its attributes and property tokens). Any other
+/// top-level name is looked up in the stream's filter state (`proxy_set_property`), as Envoy
+/// looks up `wasm.<name>`.
+const RESERVED: &[&[u8]] = &[
+    b"request",
+    b"response",
+    b"connection",
+    b"upstream",
+    b"source",
+    b"destination",
+    b"metadata",
+    b"filter_state",
+    b"upstream_filter_state",
+    b"xds",
+    b"node",
+    b"plugin_name",
+    b"plugin_root_id",
+    b"plugin_vm_id",
+    b"connection_id",
+];
+
+/// The prefix Envoy gives filter state written by `proxy_set_property`, as seen through the
+/// `filter_state` attribute.
+const FILTER_STATE_PREFIX: &[u8] = b"wasm.";
+
 /// Resolves a property path against the plugin and the current stream.
 pub(crate) fn lookup(state: &HostState, path: &[&[u8]]) -> Option<Value> {
     let plugin = &state.plugin;
     match path {
-        [b"plugin_name"] => text(&plugin.name),
-        [b"plugin_root_id"] => text(&plugin.root_id),
-        [b"plugin_vm_id"] => text(&plugin.vm_id),
-        _ => stream_property(state.stream()?, path),
+        [b"plugin_name"] => return text(&plugin.name),
+        [b"plugin_root_id"] => return text(&plugin.root_id),
+        [b"plugin_vm_id"] => return text(&plugin.vm_id),
+        _ => {}
+    }
+    let stream = state.stream()?;
+    match path {
+        // A value set by a filter is bytes: nothing to descend into.
+        [name] if !RESERVED.contains(name) => {
+            Some(Value::Bytes(stream.filter_state.get(name)?.to_vec()))
+        }
+        _ => stream_property(stream, path),
     }
 }
 
 fn stream_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
     let info = &stream.info;
+    let facts = &stream.facts;
     match path {
         [b"request", rest @ ..] => request_property(stream, rest),
         [b"response", rest @ ..] => response_property(stream, rest),
@@ -76,6 +110,20 @@ fn stream_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
         [b"destination", b"port"] => Some(Value::Int(i64::from(info.destination?.port()))),
         [b"connection", b"id"] | [b"connection_id"] => Some(Value::Int(info.id as i64)),
         [b"connection", b"mtls"] => Some(Value::Bool(false)),
+        [b"upstream", b"address"] => text(&facts.upstream_address?.to_string()),
+        [b"upstream", b"port"] => Some(Value::Int(i64::from(facts.upstream_address?.port()))),
+        [b"xds", b"cluster_name"] => text(facts.cluster_name.as_deref()?),
+        [b"filter_state"] => Some(Value::Map(
+            stream
+                .filter_state
+                .iter()
+                .map(|(k, v)| ([FILTER_STATE_PREFIX, k].concat(), v.to_vec()))
+                .collect(),
+        )),
+        [b"filter_state", key] => {
+            let name = key.strip_prefix(FILTER_STATE_PREFIX)?;
+            Some(Value::Bytes(stream.filter_state.get(name)?.to_vec()))
+        }
         _ => None,
     }
 }
@@ -87,6 +135,10 @@ fn request_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
     }
     if path == [b"time"] {
         let nanos = info.start_time.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+        return Some(Value::Int(i64::try_from(nanos).ok()?));
+    }
+    if path == [b"duration"] {
+        let nanos = stream.facts.duration?.as_nanos();
         return Some(Value::Int(i64::try_from(nanos).ok()?));
     }
     if stream.map_state(MapType::RequestHeaders) == MapState::Absent {
@@ -118,21 +170,80 @@ fn request_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
         [b"id"] => header("x-request-id"),
         [b"headers"] => Some(as_map(headers)),
         [b"headers", name] => Some(Value::Bytes(joined(headers, name)?)),
+        [b"headers_bytes"] => Some(Value::Int(i64::try_from(headers.byte_size()).ok()?)),
+        // Envoy: the content-length when there is one, else the bytes received.
+        [b"size"] => match headers.get(b"content-length") {
+            Some(length) => Some(Value::Int(length.to_str().ok()?.trim().parse().ok()?)),
+            None => Some(Value::Int(
+                i64::try_from(stream.facts.request_body_bytes?).ok()?,
+            )),
+        },
+        [b"total_size"] => {
+            let trailers = match stream.map_state(MapType::RequestTrailers) {
+                MapState::Absent => 0,
+                _ => stream.request_trailers.byte_size(),
+            };
+            let total = stream
+                .facts
+                .request_body_bytes?
+                .checked_add(u64::try_from(headers.byte_size() + trailers).ok()?)?;
+            Some(Value::Int(i64::try_from(total).ok()?))
+        }
         _ => None,
     }
 }
 
 fn response_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
+    if path == [b"code_details"] {
+        return code_details(stream).map(|d| Value::Bytes(d.into_bytes()));
+    }
     if stream.map_state(MapType::ResponseHeaders) == MapState::Absent {
         return None;
     }
     let headers = &stream.response_headers;
+    let trailers = (stream.map_state(MapType::ResponseTrailers) != MapState::Absent)
+        .then_some(&stream.response_trailers);
     match path {
         [b"code"] => Some(Value::Int(i64::from(stream.response_status()?))),
         [b"headers"] => Some(as_map(headers)),
         [b"headers", name] => Some(Value::Bytes(joined(headers, name)?)),
+        [b"headers_bytes"] => Some(Value::Int(i64::try_from(headers.byte_size()).ok()?)),
+        [b"trailers"] => Some(as_map(trailers?)),
+        [b"trailers", name] => Some(Value::Bytes(joined(trailers?, name)?)),
+        // From the trailers, or the headers of a trailers-only response.
+        [b"grpc_status"] => {
+            let value = trailers
+                .and_then(|t| t.get(b"grpc-status"))
+                .or_else(|| headers.get(b"grpc-status"))?;
+            Some(Value::Int(value.to_str().ok()?.trim().parse().ok()?))
+        }
+        [b"size"] => Some(Value::Int(
+            i64::try_from(stream.facts.response_body_bytes?).ok()?,
+        )),
+        [b"total_size"] => {
+            let framing = headers.byte_size() + trailers.map_or(0, HeaderMap::byte_size);
+            let total = stream
+                .facts
+                .response_body_bytes?
+                .checked_add(u64::try_from(framing).ok()?)?;
+            Some(Value::Int(i64::try_from(total).ok()?))
+        }
         _ => None,
     }
+}
+
+/// `response.code_details`: what the embedder said, else a pending local reply's details,
+/// else `via_upstream` for a response that came from upstream.
+fn code_details(stream: &HttpStream) -> Option<String> {
+    if let Some(details) = &stream.facts.response_code_details {
+        return Some(details.clone());
+    }
+    if let Some(reply) = &stream.actions.local_reply {
+        return Some(reply.details.clone());
+    }
+    let from_upstream =
+        stream.map_state(MapType::ResponseHeaders) != MapState::Absent && !stream.replied_locally();
+    from_upstream.then(|| "via_upstream".to_string())
 }
 
 /// Every value of `name`, joined with commas as Envoy's attribute maps do.
@@ -191,3 +302,37 @@ fn get_property(
     };
     Ok(code(return_bytes(&mut caller, &value, ret_ptr, ret_size)?))
 }
+
+/// Stores `value` as filter state `path` of the current stream (Envoy's `wasm.<path>`), where
+/// this and later filters read it with `proxy_get_property(path)` or
+/// `proxy_get_property("filter_state", "wasm.<path>")`. Setting it again replaces it.
+///
+/// ABI: `proxy_set_property`. NotFound without a stream (a root context that has not chosen a
+/// stream with `proxy_set_effective_context`); InternalFailure past the stream's filter-state
+/// caps (the Rust SDK panics on it); InvalidMemoryAccess for a bad range.
+fn set_property(
+    mut caller: Caller<'_, HostState>,
+    path_ptr: u32,
+    path_size: u32,
+    value_ptr: u32,
+    value_size: u32,
+) -> wasmtime::Result<u32> {
+    check_allowed(&caller, "proxy_set_property")?;
+    let (mem, state) = split(&mut caller);
+    let (path, value) = match (
+        slice(mem, path_ptr, path_size),
+        slice(mem, value_ptr, value_size),
+    ) {
+        (Ok(path), Ok(value)) => (path, value),
+        (Err(status), _) | (_, Err(status)) => return Ok(status.code()),
+    };
+    // The SDKs join segments with NUL; one trailing NUL is tolerated, as in get.
+    let path = path.strip_suffix(&[0]).unwrap_or(path);
+    let Some(stream) = state.stream_mut() else {
+        return Ok(Status::NotFound.code());
+    };
+    Ok(code(stream.filter_state.set(path, value)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -53,17 +53,19 @@ fn continue_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> wasmt
     let Some(stream) = caller.data_mut().stream_mut() else {
         return Ok(Status::BadArgument.code());
     };
-    Ok(match ty {
+    let status = match ty {
         StreamType::HttpRequest => {
             stream.actions.continue_request = true;
-            Status::Ok.code()
+            Status::Ok
         }
         StreamType::HttpResponse => {
             stream.actions.continue_response = true;
-            Status::Ok.code()
+            Status::Ok
         }
-        StreamType::Downstream | StreamType::Upstream => Status::Unimplemented.code(),
-    })
+        StreamType::Downstream | StreamType::Upstream => Status::Unimplemented,
+    };
+    stream.wake();
+    Ok(status.code())
 }
 
 /// Resets the stream once the callback returns.
@@ -78,6 +80,7 @@ fn close_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> wasmtime
         return Ok(Status::BadArgument.code());
     };
     stream.actions.close = true;
+    stream.wake();
     Ok(Status::Ok.code())
 }
 
@@ -128,6 +131,7 @@ fn send_local_response(
         let stream = state.stream_mut().ok_or(Status::BadArgument)?;
         if stream.actions.local_reply.is_none() && !stream.replied_locally {
             stream.actions.local_reply = Some(reply);
+            stream.wake();
         }
         Ok(())
     })()))

@@ -551,28 +551,6 @@ fn get_property_uses_envoy_names_and_encodings() {
     );
 }
 
-// ---- not yet implemented -------------------------------------------------------------------
-
-#[test]
-fn unimplemented_functions_answer_12() {
-    for (name, params) in [
-        ("proxy_http_call", "i32 i32 i32 i32 i32 i32 i32 i32 i32 i32"),
-        ("proxy_set_shared_data", "i32 i32 i32 i32 i32"),
-        ("proxy_register_shared_queue", "i32 i32 i32"),
-        ("proxy_define_metric", "i32 i32 i32 i32"),
-        ("proxy_done", ""),
-    ] {
-        let mut vm = vm_calling(name, params);
-        let args = vec![0; params.split_whitespace().count()];
-        let mut none = None;
-        assert_eq!(
-            vm.test_call(&mut none, "call", &args).unwrap(),
-            UNIMPL,
-            "{name}"
-        );
-    }
-}
-
 // ---- guest allocator -----------------------------------------------------------------------
 
 fn vm_with_malloc(malloc_body: &str, extra_imports: &str) -> Vm {
@@ -776,6 +754,8 @@ fn every_known_import_name_is_defined() {
                 .info()
                 .clone_for_test(),
             ),
+            rt.clone(),
+            None,
             crate::types::AbiVersion::V0_2_1,
             10,
         ),

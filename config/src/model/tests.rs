@@ -73,6 +73,8 @@ fn route_for_returns_first_match_in_file_order() {
             route(None, "/static"),
             route(None, "/"),
         ],
+        cache_dir: None,
+        upgrade_sock: None,
     };
     let index = |host, path| config.route_for(host, path).map(|(i, _)| i);
     assert_eq!(index(Some("api.example.com"), "/static/x"), Some(0));

@@ -329,3 +329,95 @@ routes: [{upstream: alpha}]
     assert_eq!(names, ["zeta", "alpha"]);
     assert_eq!(c.upstreams[1].endpoints, ["a:1", "[::1]:2"]);
 }
+
+#[test]
+fn cache_dir_and_upgrade_sock_resolve_against_the_config_directory() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("wasmgate.yaml");
+    let text = format!(
+        "{HEAD}routes: [{{upstream: backend}}]\ncache_dir: cache\nupgrade_sock: /run/wg.sock\n"
+    );
+    let c = parse(&text, &source, &opts()).map_err(std::io::Error::other)?;
+    // The cache directory need not exist yet: the proxy creates it.
+    assert_eq!(c.cache_dir, Some(dir.path().join("cache")));
+    assert_eq!(c.upgrade_sock, Some(PathBuf::from("/run/wg.sock")));
+    let c = ok(&format!("{HEAD}routes: [{{upstream: backend}}]\n"));
+    assert_eq!((c.cache_dir, c.upgrade_sock), (None, None));
+    Ok(())
+}
+
+#[test]
+fn bad_cache_dir_and_upgrade_sock_are_errors_at_their_keys() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("file"), b"")?;
+    let source = dir.path().join("wasmgate.yaml");
+    let long = "s".repeat(120);
+    let text =
+        format!("{HEAD}routes: [{{upstream: backend}}]\ncache_dir: file\nupgrade_sock: /{long}\n");
+    let e = parse(&text, &source, &opts()).expect_err("both are wrong");
+    let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{}:6:1: cache_dir: cache_dir exists and is not a directory: {}",
+                source.display(),
+                dir.path().join("file").display()
+            ),
+            format!(
+                "{}:7:1: upgrade_sock: upgrade_sock path is 121 bytes long, over the 107 bytes a Unix socket allows: /{long}",
+                source.display()
+            ),
+        ]
+    );
+    let empty = errors(&format!(
+        "{HEAD}routes: [{{upstream: backend}}]\ncache_dir: \"\"\nupgrade_sock: \"\"\n"
+    ));
+    assert_eq!(
+        empty,
+        [
+            "wasmgate.yaml:6:1: cache_dir: cache_dir is empty: give a path or leave the key out",
+            "wasmgate.yaml:7:1: upgrade_sock: upgrade_sock is empty: give a path or leave the key out",
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn same_settings_compares_everything_but_the_module_and_the_position() {
+    let filters = "  - name: a
+    wasm: builtin:add-header
+    configuration: {x: 1}
+  - name: a2
+    wasm: builtin:add-header
+    configuration: {x: 1}
+";
+    let c = ok(&with_routes(
+        filters,
+        "  - upstream: backend\n    filters: []\n",
+    ));
+    let a = &c.filters[0];
+    assert!(a.same_settings(a));
+    let moved = crate::Filter {
+        wasm: WasmSource::Builtin("other".into()),
+        location: c.filters[1].location.clone(),
+        ..a.clone()
+    };
+    assert!(
+        a.same_settings(&moved),
+        "module and position are not settings"
+    );
+    assert!(!a.same_settings(&c.filters[1]), "the name differs");
+    let changes: [fn(&mut crate::Filter); 5] = [
+        |f| f.configuration.push(b' '),
+        |f| f.vm_configuration = b"x".to_vec(),
+        |f| f.root_id = "r".into(),
+        |f| f.vm_id = "v".into(),
+        |f| f.fail_open = true,
+    ];
+    for change in changes {
+        let mut other = a.clone();
+        change(&mut other);
+        assert!(!a.same_settings(&other), "{other:?}");
+    }
+}

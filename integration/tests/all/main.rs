@@ -1,10 +1,15 @@
 //! End-to-end tests: the real `wasmgate` binary between real HTTP clients and real upstream
 //! servers on loopback.
 
+mod bodies;
+mod callouts;
 mod chain;
 mod config_errors;
+mod grpc;
 mod headers;
 mod passthrough;
 mod properties;
+mod reload;
+mod shared;
 mod support;
 mod traps;

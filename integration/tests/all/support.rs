@@ -39,3 +39,29 @@ pub fn add_header(name: &str, configuration: serde_json::Value) -> String {
         configuration
     )
 }
+
+/// A `filters:` item running the body-rewrite filter with a JSON configuration.
+pub fn body_rewrite(name: &str, configuration: serde_json::Value) -> String {
+    format!(
+        "  - name: {name}\n    wasm: {}\n    configuration: '{}'\n",
+        filter("body_rewrite"),
+        configuration
+    )
+}
+
+/// A config like [`config`] with any upstream endpoint.
+pub fn config_for(endpoint: &str, filters: &str) -> String {
+    format!(
+        r#"listen: "{{listen}}"
+admin: "{{admin}}"
+threads: 2
+upstreams:
+  origin:
+    endpoints: ["{endpoint}"]
+filters:
+{filters}
+routes:
+  - upstream: origin
+"#
+    )
+}

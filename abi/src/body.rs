@@ -1,0 +1,162 @@
+//! A body buffer: the chunks a filter holds or is shown, kept as a list of shared chunks so
+//! that passing data through costs no copy and buffering a large body is not quadratic.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::types::{HostResult, Status};
+
+/// Body bytes as a sequence of chunks.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Body {
+    pub fn from_bytes(data: Bytes) -> Body {
+        let len = data.len();
+        Body {
+            chunks: if len == 0 { Vec::new() } else { vec![data] },
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds a chunk at the end (no copy).
+    pub fn push(&mut self, data: Bytes) {
+        if !data.is_empty() {
+            self.len += data.len();
+            self.chunks.push(data);
+        }
+    }
+
+    /// Moves every chunk of `other` to the end of this body (no copy).
+    pub fn append(&mut self, other: Body) {
+        self.len += other.len;
+        self.chunks.extend(other.chunks);
+    }
+
+    /// The whole body as one `Bytes`: free for zero or one chunk, one copy otherwise.
+    pub fn into_bytes(self) -> Bytes {
+        match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for c in self.chunks {
+                    out.extend_from_slice(&c);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// Copies `dst.len()` bytes starting at `start` into `dst`. The range must be in bounds.
+    pub fn copy_to(&self, mut start: usize, dst: &mut [u8]) {
+        let mut written = 0;
+        for c in &self.chunks {
+            if written == dst.len() {
+                break;
+            }
+            if start >= c.len() {
+                start -= c.len();
+                continue;
+            }
+            let n = (c.len() - start).min(dst.len() - written);
+            dst[written..written + n].copy_from_slice(&c[start..start + n]);
+            written += n;
+            start = 0;
+        }
+    }
+
+    /// `proxy_set_buffer_bytes` with Envoy's three accepted forms: prepend (start=0,size=0),
+    /// replace everything (start=0, size>=len) and append (start>=len). Anything else, or a
+    /// result over `max_len`, is BadArgument and changes nothing.
+    pub fn set(&mut self, start: usize, size: usize, data: &[u8], max_len: usize) -> HostResult {
+        let data = Bytes::copy_from_slice(data);
+        let new_len = if start == 0 && size == 0 {
+            self.len + data.len()
+        } else if start == 0 && size >= self.len {
+            data.len()
+        } else if start >= self.len {
+            self.len + data.len()
+        } else {
+            return Err(Status::BadArgument);
+        };
+        if new_len > max_len {
+            return Err(Status::BadArgument);
+        }
+        if start == 0 && size == 0 {
+            if !data.is_empty() {
+                self.chunks.insert(0, data);
+            }
+        } else if start == 0 && size >= self.len {
+            self.chunks.clear();
+            if !data.is_empty() {
+                self.chunks.push(data);
+            }
+        } else if !data.is_empty() {
+            self.chunks.push(data);
+        }
+        self.len = new_len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static str]) -> Body {
+        let mut b = Body::default();
+        for p in parts {
+            b.push(Bytes::from_static(p.as_bytes()));
+        }
+        b
+    }
+
+    #[test]
+    fn copy_to_spans_chunks() {
+        let b = body(&["abc", "", "defg", "h"]);
+        assert_eq!(b.len(), 8);
+        let mut dst = [0u8; 5];
+        b.copy_to(2, &mut dst);
+        assert_eq!(&dst, b"cdefg");
+        let mut all = [0u8; 8];
+        b.copy_to(0, &mut all);
+        assert_eq!(&all, b"abcdefgh");
+    }
+
+    #[test]
+    fn into_bytes_does_not_copy_a_single_chunk() {
+        let data = Bytes::from_static(b"one");
+        let b = Body::from_bytes(data.clone());
+        assert_eq!(b.into_bytes().as_ptr(), data.as_ptr());
+        assert_eq!(body(&["a", "b"]).into_bytes(), "ab");
+        assert_eq!(Body::default().into_bytes(), "");
+    }
+
+    #[test]
+    fn set_accepts_envoys_three_forms_only() {
+        let mut b = body(&["middle"]);
+        b.set(0, 0, b"pre-", 100).unwrap();
+        b.set(10, 0, b"-post", 100).unwrap();
+        assert_eq!(b.clone().into_bytes(), "pre-middle-post");
+        assert_eq!(b.set(3, 2, b"x", 100), Err(Status::BadArgument));
+        b.set(0, 100, b"new", 100).unwrap();
+        assert_eq!(b.clone().into_bytes(), "new");
+        assert_eq!(
+            b.set(0, 3, &[0; 101], 100),
+            Err(Status::BadArgument),
+            "over the cap"
+        );
+        assert_eq!(b.into_bytes(), "new", "a refused set changes nothing");
+    }
+}
