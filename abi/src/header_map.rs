@@ -88,6 +88,17 @@ pub enum Edit {
     Pseudo(Pseudo),
 }
 
+/// Caps on the size of a whole header map that a guest grows one entry at a time
+/// (`proxy_add_header_map_value`, `proxy_replace_header_map_value`): without them a filter
+/// adding small headers in a loop could make the host forward (and hold) any number of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapCaps {
+    /// Most entries, pseudo-headers included.
+    pub max_entries: usize,
+    /// Most bytes of names plus values ([`HeaderMap::byte_size`]).
+    pub max_bytes: usize,
+}
+
 /// An ordered multimap of lower-case names to values, as Envoy's header maps.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderMap {
@@ -213,6 +224,56 @@ impl HeaderMap {
                 }
                 self.edits.push(Edit::Replace(h, v));
             }
+        }
+        Ok(())
+    }
+
+    /// [`HeaderMap::add`], refused (BadArgument) if it would take the map past `caps`.
+    pub fn add_capped(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        max_bytes: usize,
+        caps: MapCaps,
+    ) -> HostResult {
+        self.check_growth(name, value, false, caps)?;
+        self.add(name, value, max_bytes)
+    }
+
+    /// [`HeaderMap::replace`], refused (BadArgument) if it would take the map past `caps`.
+    pub fn replace_capped(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        max_bytes: usize,
+        caps: MapCaps,
+    ) -> HostResult {
+        self.check_growth(name, value, true, caps)?;
+        self.replace(name, value, max_bytes)
+    }
+
+    /// Whether writing `name: value` (replacing the name's values if `replace`, or if it is a
+    /// pseudo-header, which has one value) keeps the map within `caps`. An edit that does not
+    /// make the map larger is always allowed, so a map that came in over the caps (from the
+    /// client or the upstream) can still be changed and shrunk.
+    fn check_growth(&self, name: &[u8], value: &[u8], replace: bool, caps: MapCaps) -> HostResult {
+        let (len, bytes) = (self.len(), self.byte_size());
+        let (mut new_len, mut new_bytes) = (len, bytes);
+        if replace || name.first() == Some(&b':') {
+            for (k, v) in &self.entries {
+                if k.as_bytes().eq_ignore_ascii_case(name) {
+                    new_len -= 1;
+                    new_bytes -= k.as_bytes().len() + v.len();
+                }
+            }
+        }
+        new_len += 1;
+        new_bytes = new_bytes
+            .saturating_add(name.len())
+            .saturating_add(value.len());
+        let grows = new_len > len || new_bytes > bytes;
+        if grows && (new_len > caps.max_entries || new_bytes > caps.max_bytes) {
+            return Err(bad());
         }
         Ok(())
     }

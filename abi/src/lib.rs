@@ -29,6 +29,8 @@ mod chain;
 mod error;
 mod exports;
 mod fault;
+#[cfg(test)]
+mod fuzz_tests;
 mod guest_log;
 pub mod header_map;
 mod home;

@@ -14,9 +14,12 @@ pub struct Limits {
     /// Table elements one VM may grow its tables to; a huge `table.grow` fails instead of
     /// allocating host memory.
     pub max_table_elements: usize,
-    /// Largest serialized header map the host decodes from a guest (cpp-host uses 1 MiB).
+    /// Largest serialized header map the host decodes from a guest (cpp-host uses 1 MiB);
+    /// also the most bytes (names plus values) a guest may grow a header map to by adding or
+    /// replacing values one at a time.
     pub max_pairs_bytes: usize,
-    /// Most entries in a header map a guest sets (cpp-host uses 1024).
+    /// Most entries in a header map a guest sets (cpp-host uses 1024); also the most entries a
+    /// guest may grow a header map to one value at a time.
     pub max_pairs: usize,
     /// Largest single header name plus value a guest may write.
     pub max_header_bytes: usize,

@@ -150,6 +150,47 @@ impl FilterPool {
         thread_index() % self.slots.len()
     }
 
+    /// Retires the pool's VMs (its generation was replaced and drained): every root context
+    /// gets `proxy_on_done`, and those that ask to finish later have until `grace` to call
+    /// `proxy_done` (their timers, callouts and queues keep working meanwhile), then
+    /// `proxy_on_delete`. Blocks: call it off the request path.
+    pub fn retire(&self, grace: Duration) {
+        let mut pending = Vec::new();
+        for slot in 0..self.slots.len() {
+            let mut guard = self.lock(slot);
+            let Some(vm) = guard.existing() else {
+                continue;
+            };
+            match vm.shutdown_root() {
+                Ok(true) => {
+                    if let Err(fault) = vm.delete_root() {
+                        guard.fail(&fault);
+                    }
+                }
+                Ok(false) => pending.push((slot, vm.root_done())),
+                Err(fault) => guard.fail(&fault),
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while !pending.iter().all(|(_, done)| done.is_done()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (slot, done) in pending {
+            if !done.is_done() {
+                tracing::warn!(
+                    filter = %self.plugin.info().name,
+                    "root context did not call proxy_done within {grace:?}; deleting it"
+                );
+            }
+            let mut guard = self.lock(slot);
+            if let Some(vm) = guard.existing()
+                && let Err(fault) = vm.delete_root()
+            {
+                guard.fail(&fault);
+            }
+        }
+    }
+
     /// Exclusive use of a slot. Calls into one VM are serialized, like Envoy's per-worker VM.
     /// Guest calls are synchronous and bounded by the callback deadline, so the lock is held for
     /// microseconds (at worst the deadline); never hold the guard across an `.await`.
@@ -184,6 +225,11 @@ impl SlotGuard<'_> {
                 until: Instant::now(),
             }),
         }
+    }
+
+    /// The slot's VM if it has one, without building a new one.
+    pub fn existing(&mut self) -> Option<&mut Vm> {
+        self.slot.vm.as_mut()
     }
 
     /// The VM if it is still the incarnation a stream's context was created in.

@@ -408,6 +408,35 @@ impl Vm {
         self.with_stream(root, &mut None, |vm| call(&mut vm.store, during, f, params))
     }
 
+    /// Tells the root context the VM is retiring: `proxy_on_done(root)`. `Ok(true)` when it
+    /// is done now; `Ok(false)` when it asked to finish later with `proxy_done` (see
+    /// [`Vm::root_done`]). Follow with [`Vm::delete_root`] either way.
+    pub fn shutdown_root(&mut self) -> Result<bool, Fault> {
+        let Some(f) = self.exports.on_done.clone() else {
+            return Ok(true);
+        };
+        let root = self.root_context_id();
+        if self.root_call("proxy_on_done", &f, root)? != 0 {
+            return Ok(true);
+        }
+        self.store.data().shared.root_done.set_pending();
+        Ok(false)
+    }
+
+    /// Whether the root context finished after asking to finish later.
+    pub fn root_done(&self) -> std::sync::Arc<crate::shared::RootDone> {
+        self.store.data().shared.root_done.clone()
+    }
+
+    /// `proxy_on_delete(root)`: the last callback of the root context.
+    pub fn delete_root(&mut self) -> Result<(), Fault> {
+        let Some(f) = self.exports.on_delete.clone() else {
+            return Ok(());
+        };
+        let root = self.root_context_id();
+        self.root_call("proxy_on_delete", &f, root)
+    }
+
     /// `proxy_on_tick` on the root context.
     pub fn on_tick(&mut self) -> Result<(), Fault> {
         let Some(f) = self.exports.on_tick.clone() else {

@@ -200,6 +200,12 @@ fn start_lab(opts: &Options) -> Result<Lab, String> {
             ));
         }
     }
+    // A server left over on one of the ports would be measured in place of ours.
+    for port in [ports.upstream, ports.nginx, ports.haproxy, ports.wasmgate] {
+        std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
+            format!("port {port} is not free ({e}): stop what listens there, or pass --port-base")
+        })?;
+    }
     let nginx_bin = which("nginx").ok_or("nginx is not installed")?;
     let haproxy_bin = which("haproxy").ok_or("haproxy is not installed")?;
     which("wrk").ok_or("wrk is not installed")?;

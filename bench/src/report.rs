@@ -194,7 +194,7 @@ pub fn render(opts: &Options, r: &Results, micro: &BTreeMap<String, f64>) -> Str
     let commit = sh(&format!("git -C {repo} rev-parse --short HEAD"));
     let dirty = !sh(&format!("git -C {repo} status --porcelain")).is_empty();
     let cpu = sh("lscpu | sed -n 's/^Model name: *//p' | head -1");
-    let nproc = sh("nproc");
+    let nproc = sh("nproc --all"); // plain nproc would see the harness's own pinning
     let kernel = sh("uname -r");
     let mem = sh("awk '/MemTotal/ {printf \"%.0f GiB\", $2/1048576}' /proc/meminfo");
     let nginx = sh("nginx -v 2>&1 | sed 's/.*nginx\\///'");
@@ -576,8 +576,10 @@ pub fn render(opts: &Options, r: &Results, micro: &BTreeMap<String, f64>) -> Str
         let _ = writeln!(o, "| Benchmark | Median |");
         let _ = writeln!(o, "|---|---|");
         for (id, ns) in micro {
-            let shown = if *ns >= 10_000.0 {
-                format!("{:.2} µs", ns / 1000.0)
+            let shown = if *ns >= 1e6 {
+                format!("{:.1} ms", ns / 1e6)
+            } else if *ns >= 1e3 {
+                format!("{:.2} µs", ns / 1e3)
             } else {
                 format!("{ns:.1} ns")
             };

@@ -30,6 +30,52 @@ pub struct Config {
     /// (`upgrade_sock:`), joined onto the config file's directory when relative; at most
     /// 107 bytes. Default none: the proxy's default.
     pub upgrade_sock: Option<PathBuf>,
+    /// TLS listeners (`listen_tls:`): HTTP/1.1 and HTTP/2 (ALPN). Default none.
+    pub listen_tls: Vec<TlsListener>,
+    /// Default limits of every filter (`limits:`); unset values are the host's defaults.
+    pub limits: Limits,
+}
+
+/// A TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub address: SocketAddr,
+    /// PEM certificate chain, joined onto the config file's directory when relative.
+    pub cert: PathBuf,
+    /// PEM private key, likewise.
+    pub key: PathBuf,
+}
+
+/// How the proxy talks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (`http1`, the default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) (`http2`).
+    Http2,
+}
+
+/// Resource limits of a filter; `None` is the host's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Wall time one callback may run (`callback_deadline_ms`), 1..=60000.
+    pub callback_deadline_ms: Option<u64>,
+    /// Linear memory of one VM (`max_memory_bytes`), 1 MiB..=4 GiB.
+    pub max_memory_bytes: Option<u64>,
+    /// Body a filter may buffer or write (`max_body_bytes`), 0..=1 GiB.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Limits {
+    /// These limits, with `defaults` where these have none.
+    pub fn or(self, defaults: Limits) -> Limits {
+        Limits {
+            callback_deadline_ms: self.callback_deadline_ms.or(defaults.callback_deadline_ms),
+            max_memory_bytes: self.max_memory_bytes.or(defaults.max_memory_bytes),
+            max_body_bytes: self.max_body_bytes.or(defaults.max_body_bytes),
+        }
+    }
 }
 
 /// A named set of endpoints, balanced round robin.
@@ -39,6 +85,8 @@ pub struct Upstream {
     pub name: String,
     /// `host:port` strings (IPv6 hosts bracketed), as written; never empty.
     pub endpoints: Vec<String>,
+    /// `protocol:`; default HTTP/1.1.
+    pub protocol: Protocol,
 }
 
 /// Where a filter's wasm module comes from.
@@ -71,6 +119,8 @@ pub struct Filter {
     pub vm_id: String,
     /// `fail_open:`: let requests through when the filter fails; default `false`.
     pub fail_open: bool,
+    /// `limits:`, over the top-level `limits:`.
+    pub limits: Limits,
     /// Where this filter's list item starts: its first key, or the `{` of a
     /// flow mapping (where serde_yaml places errors about the whole item).
     pub location: Location,
@@ -106,6 +156,7 @@ impl Filter {
             root_id,
             vm_id,
             fail_open,
+            limits,
             location: _,
         } = self;
         *name == other.name
@@ -114,6 +165,7 @@ impl Filter {
             && *root_id == other.root_id
             && *vm_id == other.vm_id
             && *fail_open == other.fail_open
+            && *limits == other.limits
     }
 }
 

@@ -65,6 +65,17 @@ pub(crate) enum Problem {
     EmptyPath(&'static str),
     #[error("cache_dir exists and is not a directory: {}", .0.display())]
     CacheDirNotDir(PathBuf),
+    #[error("{which} file not found: {}", path.display())]
+    TlsFile { which: &'static str, path: PathBuf },
+    #[error("unknown protocol {0:?} (known: http1, http2)")]
+    Protocol(String),
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    Limit {
+        name: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
     #[error("upgrade_sock path is {len} bytes long, over the 107 bytes a Unix socket allows: {}", path.display())]
     SocketPathTooLong { path: PathBuf, len: usize },
 }

@@ -31,6 +31,36 @@ pub(crate) struct RawConfig {
     /// Unix socket for graceful binary upgrades; default chosen by the proxy.
     #[serde(default)]
     pub(crate) upgrade_sock: Option<String>,
+    /// TLS listeners; default none.
+    #[serde(default)]
+    pub(crate) listen_tls: Option<Vec<RawTlsListener>>,
+    /// Default limits of every filter; default the host's.
+    #[serde(default)]
+    pub(crate) limits: Option<RawLimits>,
+}
+
+/// One item of `listen_tls:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a TLS listener mapping")]
+pub(crate) struct RawTlsListener {
+    /// `IP:PORT`; required.
+    pub(crate) address: String,
+    /// PEM certificate chain file; required.
+    pub(crate) cert: String,
+    /// PEM private key file; required.
+    pub(crate) key: String,
+}
+
+/// `limits:`, at the top level or in a filter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a limits mapping")]
+pub(crate) struct RawLimits {
+    #[serde(default)]
+    pub(crate) callback_deadline_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) max_memory_bytes: Option<i64>,
+    #[serde(default)]
+    pub(crate) max_body_bytes: Option<i64>,
 }
 
 /// One entry under `upstreams:`.
@@ -39,6 +69,9 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawUpstream {
     /// `host:port` strings; required.
     pub(crate) endpoints: Vec<String>,
+    /// `http1` or `http2`; default `http1`.
+    #[serde(default)]
+    pub(crate) protocol: Option<String>,
 }
 
 /// One item of the top-level `filters:` list.
@@ -64,6 +97,9 @@ pub(crate) struct RawFilter {
     /// Default `false`.
     #[serde(default)]
     pub(crate) fail_open: Option<bool>,
+    /// This filter's limits, over the top-level ones; default those.
+    #[serde(default)]
+    pub(crate) limits: Option<RawLimits>,
 }
 
 /// One item of `routes:`.

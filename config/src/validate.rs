@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::model::{Limits, Protocol, TlsListener};
 use crate::positions::child;
 use crate::problem::Problem;
 use crate::report::Report;
-use crate::schema::{RawConfig, RawFilter, RawRoute, RawUpstream};
+use crate::schema::{RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener, RawUpstream};
 use crate::syntax::{check_endpoint, check_host_pattern, is_name};
 use crate::{Config, Errors, Filter, ParseOptions, Route, Upstream, WasmSource};
 
@@ -33,12 +34,23 @@ pub(crate) fn validate(
     });
     let upstreams = upstreams(raw.upstreams.0, &mut report);
     let base = source.parent().unwrap_or(Path::new(""));
+    let listen_tls = raw
+        .listen_tls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| tls_listener(i, t, base, &mut report))
+        .collect();
+    let limits = raw
+        .limits
+        .map(|l| limits(&l, "limits", &mut report))
+        .unwrap_or_default();
     let filters: Vec<Filter> = raw
         .filters
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .map(|(i, f)| filter(i, f, base, opts, &mut report))
+        .map(|(i, f)| filter(i, f, base, opts, limits, &mut report))
         .collect();
     check_unique_filter_names(&filters, &mut report);
     let routes = routes(raw.routes, &upstreams, &filters, &mut report);
@@ -61,7 +73,60 @@ pub(crate) fn validate(
         routes,
         cache_dir,
         upgrade_sock,
+        listen_tls,
+        limits,
     })
+}
+
+/// One `listen_tls:` item: an address and readable certificate and key files.
+fn tls_listener(
+    i: usize,
+    raw: RawTlsListener,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<TlsListener> {
+    let key = format!("listen_tls[{i}]");
+    let address = socket_addr(&raw.address, &format!("{key}.address"), report);
+    let mut file = |which: &'static str, value: &str| {
+        let path = base.join(value);
+        if value.is_empty() || !path.is_file() {
+            report.add(&format!("{key}.{which}"), Problem::TlsFile { which, path });
+            return None;
+        }
+        Some(path)
+    };
+    let cert = file("cert", &raw.cert);
+    let tls_key = file("key", &raw.key);
+    Some(TlsListener {
+        address: address?,
+        cert: cert?,
+        key: tls_key?,
+    })
+}
+
+/// A `limits:` mapping, each value within its range.
+fn limits(raw: &RawLimits, key: &str, report: &mut Report<'_>) -> Limits {
+    let mut check = |name: &'static str, value: Option<i64>, min: i64, max: i64| {
+        let value = value?;
+        if value < min || value > max {
+            report.add(
+                &format!("{key}.{name}"),
+                Problem::Limit {
+                    name,
+                    value,
+                    min,
+                    max,
+                },
+            );
+            return None;
+        }
+        u64::try_from(value).ok()
+    };
+    Limits {
+        callback_deadline_ms: check("callback_deadline_ms", raw.callback_deadline_ms, 1, 60_000),
+        max_memory_bytes: check("max_memory_bytes", raw.max_memory_bytes, 1 << 20, 4 << 30),
+        max_body_bytes: check("max_body_bytes", raw.max_body_bytes, 0, 1 << 30),
+    }
 }
 
 /// `cache_dir:`: created by the proxy if missing, so only an existing non-directory is wrong.
@@ -166,8 +231,20 @@ fn upstreams(raw: Vec<(String, RawUpstream)>, report: &mut Report<'_>) -> Vec<Up
                 );
             }
         }
+        let protocol = match up.protocol.as_deref() {
+            None | Some("http1") => Protocol::Http1,
+            Some("http2") => Protocol::Http2,
+            Some(other) => {
+                report.add(
+                    &format!("{key}.protocol"),
+                    Problem::Protocol(other.to_owned()),
+                );
+                Protocol::Http1
+            }
+        };
         out.push(Upstream {
             name,
+            protocol,
             endpoints: up.endpoints,
         });
     }
@@ -179,6 +256,7 @@ fn filter(
     raw: RawFilter,
     base: &Path,
     opts: &ParseOptions,
+    defaults: Limits,
     report: &mut Report<'_>,
 ) -> Filter {
     let key = format!("filters[{i}]");
@@ -212,6 +290,11 @@ fn filter(
         root_id: raw.root_id.unwrap_or_default(),
         vm_id: raw.vm_id.unwrap_or_default(),
         fail_open: raw.fail_open.unwrap_or(false),
+        limits: raw
+            .limits
+            .map(|l| limits(&l, &format!("{key}.limits"), report))
+            .unwrap_or_default()
+            .or(defaults),
         location: report.location_of(&key),
     }
 }

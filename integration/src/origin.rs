@@ -1,7 +1,8 @@
 //! A real upstream HTTP server on loopback (hyper, HTTP/1.1 and h2c) that records what it
 //! receives and answers with it.
 //!
-//! `GET /status/NNN` answers with status NNN. `GET /slow/MS` answers after MS milliseconds
+//! `GET /status/NNN` answers with status NNN; a path ending in `/trailers` answers a body then
+//! trailers (`x-trailer: origin`, `grpc-status: 0`), which HTTP/2 carries. `GET /slow/MS` answers after MS milliseconds
 //! (at most 10 s). Any other request gets 200 and a JSON body with the method, path and headers
 //! received. Every response carries `x-origin: 1` and `server: test-origin`, and that of an
 //! origin started with [`Origin::start_named`] also `x-origin-name: NAME`.
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +26,8 @@ pub struct Received {
     /// Names are lower-case; order and duplicates as received.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Received {
@@ -125,7 +128,7 @@ async fn handle(
     req: Request<Incoming>,
     log: Arc<Log>,
     name: Option<Arc<str>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Reply>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -152,6 +155,7 @@ async fn handle(
         path: path.clone(),
         headers: headers.clone(),
         body: body.clone(),
+        version: format!("{:?}", parts.version),
     };
     if let Ok(mut v) = log.lock() {
         v.push(received);
@@ -170,7 +174,21 @@ async fn handle(
             .status(200)
             .header("x-origin", "1")
             .header("content-type", "text/plain")
-            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .body(Reply::full(Bytes::from(vec![b'x'; n])))
+            .expect("valid response");
+        return Ok(response);
+    }
+    if path.ends_with("/trailers") {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-trailer", http::HeaderValue::from_static("origin"));
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let response = Response::builder()
+            .status(200)
+            .header("x-origin", "1")
+            .body(Reply {
+                data: Some(Bytes::from_static(b"body before trailers")),
+                trailers: Some(trailers),
+            })
             .expect("valid response");
         return Ok(response);
     }
@@ -192,7 +210,55 @@ async fn handle(
         .header("x-origin", "1")
         .header("server", "test-origin")
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(json.to_string())))
+        .body(Reply::full(Bytes::from(json.to_string())))
         .expect("valid response");
     Ok(response)
+}
+
+/// A response body: data, then trailers if any (HTTP/2 carries them).
+#[derive(Debug)]
+pub struct Reply {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Reply {
+    fn full(data: Bytes) -> Reply {
+        Reply {
+            data: Some(data),
+            trailers: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let frame = match (this.data.take(), this.trailers.take()) {
+            (Some(data), trailers) => {
+                this.trailers = trailers;
+                Some(hyper::body::Frame::data(data))
+            }
+            (None, Some(trailers)) => Some(hyper::body::Frame::trailers(trailers)),
+            (None, None) => None,
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.data, &self.trailers) {
+            (Some(d), None) => hyper::body::SizeHint::with_exact(d.len() as u64),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
 }

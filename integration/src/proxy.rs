@@ -135,6 +135,29 @@ impl Proxy {
         self.child.id()
     }
 
+    /// The proxy's resident set size in KiB (`VmRSS` of `/proc/PID/status`); 0 if it cannot
+    /// be read (the process is gone).
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_number(self.child.id(), "VmRSS:")
+    }
+
+    /// The proxy's peak resident set size in KiB (`VmHWM`); 0 if it cannot be read.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_number(self.child.id(), "VmHWM:")
+    }
+
+    /// How many file descriptors the proxy has open; 0 if they cannot be listed.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// How many threads the proxy runs; 0 if it cannot be read.
+    pub fn threads(&self) -> u64 {
+        proc_status_number(self.child.id(), "Threads:")
+    }
+
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the proxy.
     pub fn signal(&self, signal: libc::c_int) {
         send_signal(self.child.id(), signal);
@@ -254,6 +277,17 @@ fn send_signal(pid: u32, signal: libc::c_int) {
     unsafe {
         libc::kill(pid, signal);
     }
+}
+
+/// The number after `field` in `/proc/PID/status` (`VmRSS:` and `VmHWM:` are in KiB).
+fn proc_status_number(pid: u32, field: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// SIGINT, then SIGKILL if it is still running 5 s later.

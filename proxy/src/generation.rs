@@ -75,6 +75,8 @@ impl LoadedFilter {
 pub struct Upstream {
     pub name: String,
     pub balancer: LoadBalancer<RoundRobin>,
+    /// Speak HTTP/2 (prior knowledge) to it.
+    pub http2: bool,
 }
 
 impl fmt::Debug for Upstream {
@@ -189,13 +191,27 @@ fn filter_error(f: &wasmgate_config::Filter, message: String) -> BuildError {
     }
 }
 
+/// A filter's limits: the configured ones over the host's defaults.
+fn limits(configured: &wasmgate_config::Limits) -> wasmgate_abi::Limits {
+    let mut limits = wasmgate_abi::Limits::default();
+    if let Some(ms) = configured.callback_deadline_ms {
+        limits.callback_deadline = std::time::Duration::from_millis(ms);
+    }
+    if let Some(bytes) = configured.max_memory_bytes {
+        limits.max_memory_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    if let Some(bytes) = configured.max_body_bytes {
+        limits.max_body_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    limits
+}
+
 /// Whether two configurations name the same upstreams with the same endpoints.
 fn same_upstreams(a: &Config, b: &Config) -> bool {
     a.upstreams.len() == b.upstreams.len()
-        && a.upstreams
-            .iter()
-            .zip(&b.upstreams)
-            .all(|(x, y)| x.name == y.name && x.endpoints == y.endpoints)
+        && a.upstreams.iter().zip(&b.upstreams).all(|(x, y)| {
+            x.name == y.name && x.endpoints == y.endpoints && x.protocol == y.protocol
+        })
 }
 
 /// Builds a generation: reads and compiles each filter's module (once per distinct module),
@@ -248,6 +264,7 @@ pub fn build_from(
             Arc::new(Upstream {
                 name: u.name.clone(),
                 balancer,
+                http2: u.protocol == wasmgate_config::Protocol::Http2,
             }),
         );
     }
@@ -301,7 +318,7 @@ pub fn build_from(
                 vm_configuration: Bytes::from(f.vm_configuration.clone()),
                 fail_open: f.fail_open,
                 callouts: Some(callouts.clone()),
-                ..Default::default()
+                limits: limits(&f.limits),
             },
         );
         let pool =

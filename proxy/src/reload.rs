@@ -555,8 +555,20 @@ impl Reloader {
             *retired = held;
             left = retired.len();
         }
+        let current = self.state.current.load();
         for g in &done {
             tracing::debug!(generation = g.id, "replaced generation drained; freeing it");
+            // Filters the current generation kept are still in use; the others' root contexts
+            // end now (proxy_on_done, then proxy_on_delete).
+            for f in &g.filters {
+                let kept = current
+                    .filters
+                    .iter()
+                    .any(|c| Arc::ptr_eq(&c.pool, &f.pool));
+                if !kept {
+                    f.pool.retire(ROOT_DONE_GRACE);
+                }
+            }
         }
         drop(done);
         metrics::gauge!("wasmgate_generations_draining").set(left as f64);
@@ -646,6 +658,10 @@ pub fn catch_sighup_early() -> Result<(), String> {
         })
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))
 }
+
+/// How long a retiring filter's root context may take to call `proxy_done` after asking to
+/// finish later.
+const ROOT_DONE_GRACE: Duration = Duration::from_secs(5);
 
 /// Reloads on `SIGHUP`, and frees replaced generations once drained.
 #[derive(Debug)]

@@ -92,6 +92,9 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
         for addr in &config.listen {
             check_bind(addr, "listen")?;
         }
+        for tls in &config.listen_tls {
+            check_bind(&tls.address, "listen_tls")?;
+        }
         if let Some(addr) = &config.admin {
             check_bind(addr, "admin")?;
         }
@@ -154,7 +157,25 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
     );
     for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
-        tracing::info!(%addr, "proxy listening");
+        tracing::info!(%addr, "proxy listening (HTTP/1.1, and HTTP/2 with prior knowledge)");
+    }
+    for tls in &config.listen_tls {
+        let (cert, key) = (
+            tls.cert.display().to_string(),
+            tls.key.display().to_string(),
+        );
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+            .map_err(|e| format!("TLS listener {}: {e}", tls.address))?;
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls.address.to_string(), None, settings);
+        tracing::info!(addr = %tls.address, "proxy listening (TLS: HTTP/1.1 and HTTP/2 by ALPN)");
+    }
+    if let Some(app) = proxy.app_logic_mut() {
+        // Plaintext listeners also take HTTP/2 with prior knowledge (h2c); the HTTP/1.1
+        // `Upgrade: h2c` dance is never honoured.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
     }
     server.add_service(proxy);
 

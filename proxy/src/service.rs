@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -98,6 +98,7 @@ pub struct RequestCtx {
     response: Framing,
     /// The status sent downstream, for metrics.
     status: u16,
+    started: Instant,
 }
 
 /// Upstream timeouts. Pingora's default is none at all, which lets a silent upstream hold a
@@ -228,6 +229,11 @@ fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// Whether the client connection uses TLS.
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 impl WasmGate {
     fn stream_info(&self, session: &Session) -> StreamInfo {
         let req = session.req_header();
@@ -244,7 +250,7 @@ impl WasmGate {
             destination: session.server_addr().and_then(|a| a.as_inet()).copied(),
             protocol,
             start_time: SystemTime::now(),
-            tls: false,
+            tls: is_tls(session),
         }
     }
 }
@@ -275,6 +281,7 @@ impl ProxyHttp for WasmGate {
             request: Framing::default(),
             response: Framing::default(),
             status: 0,
+            started: Instant::now(),
         }
     }
 
@@ -292,7 +299,8 @@ impl ProxyHttp for WasmGate {
         }
 
         let mut stream = HttpStream::new(self.stream_info(session));
-        stream.request_headers = headers::capture_request(session.req_header(), false);
+        stream.request_headers = headers::capture_request(session.req_header(), is_tls(session));
+        stream.set_cluster_name(generation.routes[index].upstream.name.clone());
         ctx.request.ended = session.is_body_empty();
         let mut chain = ChainStream::new(chain, stream);
         let verdict = chain.on_request_headers(ctx.request.ended);
@@ -310,6 +318,9 @@ impl ProxyHttp for WasmGate {
                 return Ok(false);
             }
             Some((Verdict::LocalReply(reply), _)) => {
+                chain
+                    .stream_mut()
+                    .set_response_code_details(reply.details.clone());
                 // The response callbacks see the local reply, as in Envoy.
                 let verdict = chain.on_response_headers(reply.body.is_empty());
                 let settled = settle(&mut chain, verdict, Bytes::new()).await;
@@ -355,6 +366,10 @@ impl ProxyHttp for WasmGate {
             )
         })?;
         let mut peer = HttpPeer::new(backend, false, String::new());
+        if route.upstream.http2 {
+            // HTTP/2 with prior knowledge (h2c).
+            peer.options.set_http_version(2, 2);
+        }
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.read_timeout = Some(UPSTREAM_IO_TIMEOUT);
         peer.options.write_timeout = Some(UPSTREAM_IO_TIMEOUT);
@@ -371,8 +386,12 @@ impl ProxyHttp for WasmGate {
             return Ok(());
         }
         if ctx.request.reframe {
-            // The upstream connection is HTTP/1.1 (Pingora's default): chunked framing.
-            headers::reframe_request(upstream_request, true);
+            // Chunked for HTTP/1.1; HTTP/2 frames the body itself (and forbids the header).
+            let http2 = ctx
+                .route
+                .and_then(|i| ctx.generation.routes.get(i))
+                .is_some_and(|r| r.upstream.http2);
+            headers::reframe_request(upstream_request, !http2);
         }
         ctx.request.announced = announced_length(&upstream_request.headers);
         Ok(())
@@ -401,6 +420,9 @@ impl ProxyHttp for WasmGate {
                     tracing::error!("request failed: {why}");
                     ctx.replacement = Some(internal_error());
                     return Err(replaced());
+                }
+                if end_of_stream {
+                    chain.stream_mut().set_request_body_bytes(ctx.request.sent);
                 }
                 // `None` would end the upstream body: an empty chunk sends nothing.
                 *body = Some(data);
@@ -505,6 +527,11 @@ impl ProxyHttp for WasmGate {
                     tracing::error!("response aborted: {why}");
                     ctx.reset = true;
                     return Err(closed());
+                }
+                if end_of_stream {
+                    chain
+                        .stream_mut()
+                        .set_response_body_bytes(ctx.response.sent);
                 }
                 *body = Some(data);
                 Ok(None)
@@ -624,8 +651,30 @@ impl ProxyHttp for WasmGate {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chain) = ctx.chain.as_mut()
+            && !chain.is_paused()
+            && let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet()
+        {
+            chain.stream_mut().set_upstream_address(*addr);
+        }
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(chain) = ctx.chain.as_mut() {
+            if !chain.is_paused() {
+                chain.stream_mut().set_duration(ctx.started.elapsed());
+            }
             chain.finish();
             report(chain);
         }

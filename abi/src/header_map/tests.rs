@@ -156,3 +156,72 @@ fn byte_size_sums_names_and_values() {
         "pseudo-headers go first"
     );
 }
+
+const CAPS: MapCaps = MapCaps {
+    max_entries: 8,
+    max_bytes: 100,
+};
+
+#[test]
+fn adding_values_one_by_one_stops_at_the_entry_cap() {
+    let mut m = request(); // 6 entries
+    assert_eq!(m.add_capped(b"x-a", b"1", MAX, CAPS), Ok(()));
+    assert_eq!(m.add_capped(b"x-b", b"1", MAX, CAPS), Ok(()));
+    assert_eq!(m.len(), 8);
+    assert_eq!(
+        m.add_capped(b"x-c", b"1", MAX, CAPS),
+        Err(Status::BadArgument)
+    );
+    assert_eq!(m.len(), 8, "a refused add changes nothing");
+    // Replacing an existing name or a pseudo-header does not grow the map: still allowed.
+    assert_eq!(m.replace_capped(b"x-a", b"2", MAX, CAPS), Ok(()));
+    assert_eq!(m.add_capped(b":path", b"/b", MAX, CAPS), Ok(()));
+    // A replace of a new name adds an entry: refused.
+    assert_eq!(
+        m.replace_capped(b"x-new", b"1", MAX, CAPS),
+        Err(Status::BadArgument)
+    );
+    // Replacing the two x-multi values by one frees an entry.
+    assert_eq!(m.replace_capped(b"x-multi", b"3", MAX, CAPS), Ok(()));
+    assert_eq!(m.add_capped(b"x-c", b"1", MAX, CAPS), Ok(()));
+}
+
+#[test]
+fn adding_values_stops_at_the_byte_cap() {
+    let mut m = request();
+    let before = m.byte_size();
+    let room = CAPS.max_bytes - before;
+    let value = vec![b'v'; room - 3];
+    assert_eq!(m.add_capped(b"x-v", &value, MAX, CAPS), Ok(()));
+    assert_eq!(m.byte_size(), CAPS.max_bytes);
+    assert_eq!(
+        m.add_capped(b"x-w", b"", MAX, CAPS),
+        Err(Status::BadArgument)
+    );
+    // A longer value for the same name grows the map: refused; a shorter one shrinks it.
+    let longer = vec![b'v'; room - 2];
+    assert_eq!(
+        m.replace_capped(b"x-v", &longer, MAX, CAPS),
+        Err(Status::BadArgument)
+    );
+    assert_eq!(m.replace_capped(b"x-v", b"short", MAX, CAPS), Ok(()));
+    assert_eq!(m.byte_size(), before + 3 + 5);
+}
+
+#[test]
+fn a_map_that_came_in_over_the_caps_can_still_shrink() {
+    let mut m = HeaderMap::default();
+    for i in 0..20 {
+        m.push(
+            HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+            HeaderValue::from_static("1"),
+        );
+    }
+    assert_eq!(
+        m.add_capped(b"x-more", b"1", MAX, CAPS),
+        Err(Status::BadArgument)
+    );
+    assert_eq!(m.replace_capped(b"x-1", b"2", MAX, CAPS), Ok(()));
+    assert_eq!(m.remove(b"x-2"), Ok(()));
+    assert_eq!(m.len(), 19);
+}

@@ -5,7 +5,7 @@
 
 use wasmtime::{Caller, Linker};
 
-use crate::header_map::HeaderMap;
+use crate::header_map::{HeaderMap, MapCaps};
 use crate::host::{check_allowed, code};
 use crate::memory::{return_with, slice, split, write_u32};
 use crate::pairs;
@@ -209,22 +209,29 @@ fn with_key_value(
     map_type: u32,
     key: (u32, u32),
     value: (u32, u32),
-    apply: impl FnOnce(&mut HeaderMap, &[u8], &[u8], usize) -> HostResult,
+    apply: impl FnOnce(&mut HeaderMap, &[u8], &[u8], usize, MapCaps) -> HostResult,
 ) -> u32 {
     let (mem, state) = split(caller);
     code((|| {
         let map = MapType::from_u32(map_type).ok_or(Status::BadArgument)?;
         let key = slice(mem, key.0, key.1)?;
         let value = slice(mem, value.0, value.1)?;
-        let max = state.plugin.limits.max_header_bytes;
-        apply(writable(state, map)?, key, value, max)
+        let limits = &state.plugin.limits;
+        let max = limits.max_header_bytes;
+        // The same caps as a whole map set at once (`proxy_set_header_map_pairs`).
+        let caps = MapCaps {
+            max_entries: limits.max_pairs,
+            max_bytes: limits.max_pairs_bytes,
+        };
+        apply(writable(state, map)?, key, value, max, caps)
     })())
 }
 
 /// Appends a value; duplicates are allowed. The name is lower-cased.
 ///
-/// ABI: `proxy_add_header_map_value`. BadArgument for an unknown, absent or sent map, or an
-/// invalid name or value (CR, LF, NUL and other control bytes are refused).
+/// ABI: `proxy_add_header_map_value`. BadArgument for an unknown, absent or sent map, an
+/// invalid name or value (CR, LF, NUL and other control bytes are refused), or a map that
+/// would pass `max_pairs` entries or `max_pairs_bytes` bytes.
 fn add_header_map_value(
     mut caller: Caller<'_, HostState>,
     map_type: u32,
@@ -239,7 +246,7 @@ fn add_header_map_value(
         map_type,
         (key_ptr, key_size),
         (value_ptr, value_size),
-        |map, k, v, max| map.add(k, v, max),
+        |map, k, v, max, caps| map.add_capped(k, v, max, caps),
     ))
 }
 
@@ -260,7 +267,7 @@ fn replace_header_map_value(
         map_type,
         (key_ptr, key_size),
         (value_ptr, value_size),
-        |map, k, v, max| map.replace(k, v, max),
+        |map, k, v, max, caps| map.replace_capped(k, v, max, caps),
     ))
 }
 

@@ -10,7 +10,7 @@ mod http_call;
 mod lifecycle;
 mod logging;
 mod metrics;
-mod properties;
+pub(crate) mod properties;
 mod queues;
 mod shared_data;
 mod stream;

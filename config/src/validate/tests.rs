@@ -421,3 +421,70 @@ fn same_settings_compares_everything_but_the_module_and_the_position() {
         assert!(!a.same_settings(&other), "{other:?}");
     }
 }
+
+#[test]
+fn tls_listeners_protocols_and_limits_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "x").unwrap();
+    let path = dir.path().join("wasmgate.yaml");
+    let text = r#"listen: 127.0.0.1:8080
+listen_tls:
+  - {address: 127.0.0.1:8443, cert: cert.pem, key: missing.pem}
+limits: {callback_deadline_ms: 0, max_body_bytes: 2048}
+upstreams:
+  a:
+    endpoints: ["127.0.0.1:1"]
+    protocol: http3
+  b:
+    endpoints: ["127.0.0.1:2"]
+    protocol: http2
+filters:
+  - name: f
+    wasm: builtin:add-header
+    limits: {max_memory_bytes: 1000}
+  - name: g
+    wasm: builtin:add-header
+    limits: {callback_deadline_ms: 20}
+routes:
+  - upstream: a
+"#;
+    let opts = crate::ParseOptions {
+        builtin_filters: vec!["add-header".into()],
+    };
+    let errors = crate::parse(text, &path, &opts).unwrap_err().to_string();
+    assert!(errors.contains(":3:"), "{errors}");
+    assert!(
+        errors.contains("listen_tls[0].key: key file not found"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(
+            "limits.callback_deadline_ms: callback_deadline_ms must be between 1 and 60000, got 0"
+        ),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("upstreams.a.protocol: unknown protocol \"http3\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("filters[0].limits.max_memory_bytes"),
+        "{errors}"
+    );
+
+    let good = text
+        .replace("missing.pem", "cert.pem")
+        .replace("callback_deadline_ms: 0", "callback_deadline_ms: 50")
+        .replace("protocol: http3", "protocol: http1")
+        .replace("max_memory_bytes: 1000", "max_memory_bytes: 16777216");
+    let config = crate::parse(&good, &path, &opts).unwrap();
+    assert_eq!(config.listen_tls[0].cert, dir.path().join("cert.pem"));
+    assert_eq!(config.upstreams[1].protocol, crate::Protocol::Http2);
+    let f = &config.filters[0].limits;
+    assert_eq!(
+        (f.callback_deadline_ms, f.max_memory_bytes, f.max_body_bytes),
+        (Some(50), Some(16 << 20), Some(2048)),
+        "a filter's limits fall back to the top-level ones"
+    );
+    assert_eq!(config.filters[1].limits.callback_deadline_ms, Some(20));
+}

@@ -7,6 +7,7 @@ mod chain;
 mod config_errors;
 mod grpc;
 mod headers;
+mod http2;
 mod passthrough;
 mod properties;
 mod reload;

@@ -626,6 +626,7 @@ mod tests {
         let upstream = Upstream {
             name: "g".into(),
             balancer,
+            http2: true,
         };
         let upstreams = HashMap::from([("g".to_string(), Arc::new(upstream))]);
         Arc::new(super::super::Callouts::new(upstreams))
