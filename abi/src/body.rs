@@ -5,10 +5,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::types::{HostResult, Status};
 
-/// Body bytes as a sequence of chunks.
+/// Body bytes as a sequence of chunks. The first chunk is kept inline: a body of one chunk
+/// (the common case when data streams through) costs no allocation.
 #[derive(Debug, Clone, Default)]
 pub struct Body {
-    chunks: Vec<Bytes>,
+    head: Option<Bytes>,
+    tail: Vec<Bytes>,
     len: usize,
 }
 
@@ -16,7 +18,8 @@ impl Body {
     pub fn from_bytes(data: Bytes) -> Body {
         let len = data.len();
         Body {
-            chunks: if len == 0 { Vec::new() } else { vec![data] },
+            head: (len > 0).then_some(data),
+            tail: Vec::new(),
             len,
         }
     }
@@ -29,28 +32,42 @@ impl Body {
         self.len == 0
     }
 
+    fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.head.iter().chain(self.tail.iter())
+    }
+
     /// Adds a chunk at the end (no copy).
     pub fn push(&mut self, data: Bytes) {
-        if !data.is_empty() {
-            self.len += data.len();
-            self.chunks.push(data);
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if self.head.is_none() {
+            self.head = Some(data);
+        } else {
+            self.tail.push(data);
         }
     }
 
     /// Moves every chunk of `other` to the end of this body (no copy).
     pub fn append(&mut self, other: Body) {
-        self.len += other.len;
-        self.chunks.extend(other.chunks);
+        if let Some(head) = other.head {
+            self.push(head);
+        }
+        for chunk in other.tail {
+            self.push(chunk);
+        }
     }
 
     /// The whole body as one `Bytes`: free for zero or one chunk, one copy otherwise.
     pub fn into_bytes(self) -> Bytes {
-        match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.into_iter().next().unwrap_or_default(),
-            _ => {
+        match (self.head, self.tail.is_empty()) {
+            (None, _) => Bytes::new(),
+            (Some(head), true) => head,
+            (Some(head), false) => {
                 let mut out = BytesMut::with_capacity(self.len);
-                for c in self.chunks {
+                out.extend_from_slice(&head);
+                for c in self.tail {
                     out.extend_from_slice(&c);
                 }
                 out.freeze()
@@ -61,7 +78,7 @@ impl Body {
     /// Copies `dst.len()` bytes starting at `start` into `dst`. The range must be in bounds.
     pub fn copy_to(&self, mut start: usize, dst: &mut [u8]) {
         let mut written = 0;
-        for c in &self.chunks {
+        for c in self.chunks() {
             if written == dst.len() {
                 break;
             }
@@ -80,7 +97,6 @@ impl Body {
     /// replace everything (start=0, size>=len) and append (start>=len). Anything else, or a
     /// result over `max_len`, is BadArgument and changes nothing.
     pub fn set(&mut self, start: usize, size: usize, data: &[u8], max_len: usize) -> HostResult {
-        let data = Bytes::copy_from_slice(data);
         let new_len = if start == 0 && size == 0 {
             self.len + data.len()
         } else if start == 0 && size >= self.len {
@@ -93,19 +109,16 @@ impl Body {
         if new_len > max_len {
             return Err(Status::BadArgument);
         }
+        let data = Bytes::copy_from_slice(data);
         if start == 0 && size == 0 {
-            if !data.is_empty() {
-                self.chunks.insert(0, data);
-            }
+            let old = std::mem::take(self);
+            self.push(data);
+            self.append(old);
         } else if start == 0 && size >= self.len {
-            self.chunks.clear();
-            if !data.is_empty() {
-                self.chunks.push(data);
-            }
-        } else if !data.is_empty() {
-            self.chunks.push(data);
+            *self = Body::from_bytes(data);
+        } else {
+            self.push(data);
         }
-        self.len = new_len;
         Ok(())
     }
 }

@@ -339,12 +339,17 @@ impl ChainStream {
         Verdict::Continue
     }
 
-    /// The filters in the order data flows through them.
-    fn order(&self, dir: Dir) -> Vec<usize> {
+    /// The filter at `position` in the order data flows through them in `dir`.
+    fn at(&self, dir: Dir, position: usize) -> usize {
         match dir {
-            Dir::Request => (0..self.len()).collect(),
-            Dir::Response => (0..self.len()).rev().collect(),
+            Dir::Request => position,
+            Dir::Response => self.len() - 1 - position,
         }
+    }
+
+    /// The position of filter `i` in `dir`'s order.
+    fn position_of(&self, dir: Dir, i: usize) -> usize {
+        self.at(dir, i)
     }
 
     /// Passes body data through the chain in `dir`'s order. `resume_after` continues the
@@ -358,7 +363,6 @@ impl ChainStream {
     ) -> (Verdict, Bytes) {
         let request = dir == Dir::Request;
         let d = dir as usize;
-        let order = self.order(dir);
         let mut data = data;
         let mut held = None;
         let start = match resume_after {
@@ -370,10 +374,7 @@ impl ChainStream {
                     .take()
                     .unwrap_or_default();
                 self.hold[d] = None;
-                order
-                    .iter()
-                    .position(|&i| i == k)
-                    .map_or(order.len(), |p| p + 1)
+                self.position_of(dir, k) + 1
             }
             None => {
                 if self.hold[d].is_some() {
@@ -382,7 +383,8 @@ impl ChainStream {
                 0
             }
         };
-        for &i in &order[start..] {
+        for position in start..self.len() {
+            let i = self.at(dir, position);
             let holding = self.hold[d] == Some(i);
             let shown = if holding {
                 let mut body = held.take().unwrap_or_default();

@@ -160,10 +160,15 @@ impl HeaderMap {
 
     /// The first value of `name` (matched without regard to case, as Envoy lower-cases keys).
     pub fn get(&self, name: &[u8]) -> Option<&HeaderValue> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // Names are stored lower-case: a lower-case key (the usual case) compares exactly.
+        let found = if name.iter().any(u8::is_ascii_uppercase) {
+            self.entries
+                .iter()
+                .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name))
+        } else {
+            self.entries.iter().find(|(k, _)| k.as_bytes() == name)
+        };
+        found.map(|(_, v)| v)
     }
 
     /// The value of a pseudo-header.
@@ -257,7 +262,20 @@ impl HeaderMap {
     /// make the map larger is always allowed, so a map that came in over the caps (from the
     /// client or the upstream) can still be changed and shrunk.
     fn check_growth(&self, name: &[u8], value: &[u8], replace: bool, caps: MapCaps) -> HostResult {
-        let (len, bytes) = (self.len(), self.byte_size());
+        let len = self.len();
+        if !replace && name.first() != Some(&b':') {
+            // A plain add always grows the map by one entry: refused at once when full, so a
+            // guest adding in a loop pays O(1) per refused call.
+            if len >= caps.max_entries {
+                return Err(bad());
+            }
+            let bytes = self.byte_size();
+            if bytes.saturating_add(name.len()).saturating_add(value.len()) > caps.max_bytes {
+                return Err(bad());
+            }
+            return Ok(());
+        }
+        let bytes = self.byte_size();
         let (mut new_len, mut new_bytes) = (len, bytes);
         if replace || name.first() == Some(&b':') {
             for (k, v) in &self.entries {

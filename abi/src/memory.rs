@@ -76,11 +76,9 @@ pub(crate) fn return_with(
     fill: impl FnOnce(&mut [u8]),
 ) -> Result<HostResult, Fault> {
     // Check the out-pointers before allocating, so a bad pointer costs the guest nothing.
-    {
-        let (mem, _) = split(caller);
-        if slice(mem, ret_ptr, 4).is_err() || slice(mem, ret_size, 4).is_err() {
-            return Ok(Err(Status::InvalidMemoryAccess));
-        }
+    let mem_len = memory_len(caller);
+    if !fits(mem_len, ret_ptr, 4) || !fits(mem_len, ret_size, 4) {
+        return Ok(Err(Status::InvalidMemoryAccess));
     }
     let Ok(len32) = u32::try_from(len) else {
         return Ok(Err(Status::InvalidMemoryAccess));
@@ -103,6 +101,18 @@ pub(crate) fn return_with(
     Ok(write_u32(mem, ret_ptr, addr).and_then(|()| write_u32(mem, ret_size, len32)))
 }
 
+/// The guest memory's current length.
+fn memory_len(caller: &Caller<'_, HostState>) -> usize {
+    caller.data().memory.map_or(0, |m| m.data_size(caller))
+}
+
+/// Whether `[ptr, ptr + len)` lies within a memory of `mem_len` bytes.
+fn fits(mem_len: usize, ptr: u32, len: u32) -> bool {
+    (ptr as usize)
+        .checked_add(len as usize)
+        .is_some_and(|end| end <= mem_len)
+}
+
 /// Returns a copy of `data` to the guest; see [`return_with`].
 pub(crate) fn return_bytes(
     caller: &mut Caller<'_, HostState>,
@@ -118,18 +128,21 @@ pub(crate) fn return_bytes(
 /// Calls the guest allocator for `len` bytes. `None` when it returns 0 (out of memory) or a
 /// block that does not fit in memory.
 fn guest_alloc(caller: &mut Caller<'_, HostState>, len: u32) -> Result<Option<u32>, Fault> {
-    let Some(alloc) = caller.data().alloc.clone() else {
+    // Taken out for the call rather than cloned (a clone costs a type clone); the allocator
+    // cannot reach it meanwhile: host calls that return values are refused inside it.
+    let Some(alloc) = caller.data_mut().alloc.take() else {
         return Ok(None);
     };
     let previous = std::mem::replace(&mut caller.data_mut().restriction, Restriction::Allocating);
     let result = alloc.call(caller.as_context_mut(), len);
-    caller.data_mut().restriction = previous;
+    let state = caller.data_mut();
+    state.restriction = previous;
+    state.alloc = Some(alloc);
     let addr = result.map_err(|e| Fault::from_wasmtime("guest allocator", e))?;
-    if addr == 0 {
+    if addr == 0 || !fits(memory_len(caller), addr, len) {
         return Ok(None);
     }
-    let (mem, _) = split(caller);
-    Ok(slice(mem, addr, len).ok().map(|_| addr))
+    Ok(Some(addr))
 }
 
 #[cfg(test)]

@@ -75,6 +75,22 @@ fn call<P: WasmParams, R: WasmResults>(
         .map_err(|e| Fault::from_wasmtime(during, e))
 }
 
+/// Lends `stream` to the store as the current stream of context `ctx`.
+fn lend(store: &mut Store<HostState>, ctx: u32, stream: &mut Option<Box<HttpStream>>) {
+    let state = store.data_mut();
+    state.lent = stream.take();
+    state.lent_context = ctx;
+    state.context_id = ctx;
+}
+
+/// Takes the lent stream back after a call.
+fn give_back(store: &mut Store<HostState>, stream: &mut Option<Box<HttpStream>>) {
+    let state = store.data_mut();
+    *stream = state.lent.take();
+    state.lent_context = 0;
+    state.context_id = state.root_context_id;
+}
+
 impl Vm {
     /// Instantiates the plugin's module and runs its start sequence: `_initialize` (or
     /// `_start`), the root `proxy_on_context_create`, `proxy_on_vm_start` and
@@ -206,15 +222,9 @@ impl Vm {
         stream: &mut Option<Box<HttpStream>>,
         f: impl FnOnce(&mut Self) -> R,
     ) -> R {
-        let state = self.store.data_mut();
-        state.lent = stream.take();
-        state.lent_context = ctx;
-        state.context_id = ctx;
+        lend(&mut self.store, ctx, stream);
         let result = f(self);
-        let state = self.store.data_mut();
-        *stream = state.lent.take();
-        state.lent_context = 0;
-        state.context_id = state.root_context_id;
+        give_back(&mut self.store, stream);
         result
     }
 
@@ -226,12 +236,14 @@ impl Vm {
         let id = self.next_id();
         let root = self.root_context_id();
         self.store.data_mut().live_contexts.insert(id);
-        let Some(f) = self.exports.on_context_create.clone() else {
+        let Vm { store, exports, .. } = self;
+        let Some(f) = &exports.on_context_create else {
             return Ok(id);
         };
-        self.with_stream(id, stream, |vm| {
-            call(&mut vm.store, "proxy_on_context_create", &f, (id, root))
-        })?;
+        lend(store, id, stream);
+        let result = call(store, "proxy_on_context_create", f, (id, root));
+        give_back(store, stream);
+        result?;
         Ok(id)
     }
 
@@ -243,83 +255,114 @@ impl Vm {
         stream: &mut Option<Box<HttpStream>>,
         event: HttpEvent,
     ) -> Result<Action, Fault> {
-        let exports = &self.exports;
-        let count = |s: &Option<Box<HttpStream>>, trailers: bool, request: bool| -> u32 {
-            s.as_deref().map_or(0, |s| match (request, trailers) {
+        let count = |trailers: bool, request: bool| -> u32 {
+            stream.as_deref().map_or(0, |s| match (request, trailers) {
                 (true, false) => s.request_headers.len(),
                 (true, true) => s.request_trailers.len(),
                 (false, false) => s.response_headers.len(),
                 (false, true) => s.response_trailers.len(),
             }) as u32
         };
-        enum Target {
-            Headers(HeadersFn, u32, bool),
-            Body(TypedFunc<(u32, u32, u32), u32>, u32, bool),
-            Trailers(TypedFunc<(u32, u32), u32>, u32),
-        }
-        let (name, target) = match event {
-            HttpEvent::RequestHeaders { end_of_stream } => (
-                "proxy_on_request_headers",
-                exports
-                    .on_request_headers
-                    .clone()
-                    .map(|f| Target::Headers(f, count(stream, false, true), end_of_stream)),
-            ),
-            HttpEvent::ResponseHeaders { end_of_stream } => (
-                "proxy_on_response_headers",
-                exports
-                    .on_response_headers
-                    .clone()
-                    .map(|f| Target::Headers(f, count(stream, false, false), end_of_stream)),
-            ),
+        // Borrow the exports and the store separately: the callback is called through a
+        // reference (cloning a TypedFunc costs a FuncType clone per call).
+        let Vm { store, exports, .. } = self;
+        let (headers, body, trailers) = match event {
+            HttpEvent::RequestHeaders { end_of_stream } => {
+                let n = count(false, true);
+                (
+                    Some((
+                        &exports.on_request_headers,
+                        "proxy_on_request_headers",
+                        n,
+                        end_of_stream,
+                    )),
+                    None,
+                    None,
+                )
+            }
+            HttpEvent::ResponseHeaders { end_of_stream } => {
+                let n = count(false, false);
+                (
+                    Some((
+                        &exports.on_response_headers,
+                        "proxy_on_response_headers",
+                        n,
+                        end_of_stream,
+                    )),
+                    None,
+                    None,
+                )
+            }
             HttpEvent::RequestBody {
                 size,
                 end_of_stream,
             } => (
-                "proxy_on_request_body",
-                exports
-                    .on_request_body
-                    .clone()
-                    .map(|f| Target::Body(f, size, end_of_stream)),
+                None,
+                Some((
+                    &exports.on_request_body,
+                    "proxy_on_request_body",
+                    size,
+                    end_of_stream,
+                )),
+                None,
             ),
             HttpEvent::ResponseBody {
                 size,
                 end_of_stream,
             } => (
-                "proxy_on_response_body",
-                exports
-                    .on_response_body
-                    .clone()
-                    .map(|f| Target::Body(f, size, end_of_stream)),
+                None,
+                Some((
+                    &exports.on_response_body,
+                    "proxy_on_response_body",
+                    size,
+                    end_of_stream,
+                )),
+                None,
             ),
-            HttpEvent::RequestTrailers => (
-                "proxy_on_request_trailers",
-                exports
-                    .on_request_trailers
-                    .clone()
-                    .map(|f| Target::Trailers(f, count(stream, true, true))),
-            ),
-            HttpEvent::ResponseTrailers => (
-                "proxy_on_response_trailers",
-                exports
-                    .on_response_trailers
-                    .clone()
-                    .map(|f| Target::Trailers(f, count(stream, true, false))),
-            ),
+            HttpEvent::RequestTrailers => {
+                let n = count(true, true);
+                (
+                    None,
+                    None,
+                    Some((&exports.on_request_trailers, "proxy_on_request_trailers", n)),
+                )
+            }
+            HttpEvent::ResponseTrailers => {
+                let n = count(true, false);
+                (
+                    None,
+                    None,
+                    Some((
+                        &exports.on_response_trailers,
+                        "proxy_on_response_trailers",
+                        n,
+                    )),
+                )
+            }
         };
-        let Some(target) = target else {
+        let exported = match (&headers, &body, &trailers) {
+            (Some((f, ..)), _, _) => f.is_some(),
+            (_, Some((f, ..)), _) => f.is_some(),
+            (_, _, Some((f, ..))) => f.is_some(),
+            _ => false,
+        };
+        if !exported {
             return Ok(Action::Continue);
+        }
+        lend(store, ctx, stream);
+        let raw = match (headers, body, trailers) {
+            (Some((Some(HeadersFn::V2(f)), name, n, eos)), _, _) => {
+                call(store, name, f, (ctx, n, u32::from(eos)))
+            }
+            (Some((Some(HeadersFn::V1(f)), name, n, _)), _, _) => call(store, name, f, (ctx, n)),
+            (_, Some((Some(f), name, size, eos)), _) => {
+                call(store, name, f, (ctx, size, u32::from(eos)))
+            }
+            (_, _, Some((Some(f), name, n))) => call(store, name, f, (ctx, n)),
+            _ => Ok(0),
         };
-        let raw = self.with_stream(ctx, stream, |vm| match target {
-            Target::Headers(HeadersFn::V2(f), n, eos) => {
-                call(&mut vm.store, name, &f, (ctx, n, u32::from(eos)))
-            }
-            Target::Headers(HeadersFn::V1(f), n, _) => call(&mut vm.store, name, &f, (ctx, n)),
-            Target::Body(f, size, eos) => {
-                call(&mut vm.store, name, &f, (ctx, size, u32::from(eos)))
-            }
-            Target::Trailers(f, n) => call(&mut vm.store, name, &f, (ctx, n)),
-        })?;
+        give_back(store, stream);
+        let raw = raw?;
         let replied = stream.as_deref().is_some_and(HttpStream::has_local_reply);
         Ok(if replied {
             Action::Pause
@@ -334,34 +377,36 @@ impl Vm {
         ctx: u32,
         stream: &mut Option<Box<HttpStream>>,
     ) -> Result<(), Fault> {
-        let log = self.exports.on_log.clone();
-        let done = self.exports.on_done.clone();
-        let delete = self.exports.on_delete.clone();
-        let state = self.store.data_mut();
+        let Vm { store, exports, .. } = self;
+        let state = store.data_mut();
         state.live_contexts.remove(&ctx);
         // As Envoy: a context that ends cancels the callouts it made. Its gRPC calls and
         // streams go after its last callback, as in Envoy's ~Context: `proxy_on_done` may
         // still cancel or close them itself.
-        state.callouts.retain(|token, (owner, task)| {
-            let cancel = *owner == ctx && !crate::host::grpc::is_grpc(*token);
-            if cancel {
-                task.abort();
+        if !state.callouts.is_empty() {
+            state.callouts.retain(|token, (owner, task)| {
+                let cancel = *owner == ctx && !crate::host::grpc::is_grpc(*token);
+                if cancel {
+                    task.abort();
+                }
+                !cancel
+            });
+        }
+        lend(store, ctx, stream);
+        let result = (|| {
+            if let Some(f) = &exports.on_log {
+                call(store, "proxy_on_log", f, ctx)?;
             }
-            !cancel
-        });
-        let result = self.with_stream(ctx, stream, |vm| {
-            if let Some(f) = log {
-                call(&mut vm.store, "proxy_on_log", &f, ctx)?;
-            }
-            if let Some(f) = done {
+            if let Some(f) = &exports.on_done {
                 // Only root contexts may finish later (`proxy_done`); a stream ends now.
-                call(&mut vm.store, "proxy_on_done", &f, ctx)?;
+                call(store, "proxy_on_done", f, ctx)?;
             }
-            if let Some(f) = delete {
-                call(&mut vm.store, "proxy_on_delete", &f, ctx)?;
+            if let Some(f) = &exports.on_delete {
+                call(store, "proxy_on_delete", f, ctx)?;
             }
             Ok(())
-        });
+        })();
+        give_back(store, stream);
         crate::host::grpc::forget_context(self.store.data_mut(), ctx);
         result
     }
