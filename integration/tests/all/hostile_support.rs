@@ -18,17 +18,14 @@ use wasmgate_integration::proxy::Proxy;
 
 /// Where things live in a filter's memory: static strings from 16 up, then buffers, then the
 /// heap its allocator hands out (from 64 KiB to the end of its 4 pages, then again from 64 KiB).
+/// The record of numbers a filter reports (4 KiB; the helpers below), then a log line buffer.
 pub const REC: u32 = 0x9000;
-pub const LOGBUF: u32 = 0xA000;
+/// Out-pointers for host calls that return a value (pointer, length, CAS, token).
 pub const RET_PTR: u32 = 0xB000;
 pub const RET_LEN: u32 = 0xB004;
-pub const RET_CAS: u32 = 0xB008;
 pub const TOKEN: u32 = 0xB00C;
+/// Free space for a callback's own use.
 pub const SCRATCH: u32 = 0xC000;
-
-/// Map types and statuses of the ABI, as the tests use them.
-pub const REQUEST_HEADERS: u32 = 0;
-pub const RESPONSE_HEADERS: u32 = 2;
 
 /// Every host function a test filter may call, under a short name.
 const IMPORTS: &str = r#"
@@ -309,9 +306,10 @@ pub fn route(prefix: &str, upstream: &'static str, filters: &[&str]) -> RouteSpe
     }
 }
 
-/// A proxy running test filters, with two upstreams (`capture`: the capture upstream; `origin`:
-/// the echo origin with `/slow/MS`), a filter-free `/benign/` route to the capture upstream,
-/// and a ledger of what the test sent.
+/// A proxy running test filters, with three upstreams (`capture`: the capture upstream;
+/// `origin`: the echo origin with `/slow/MS`; `origin2`: the same origin over HTTP/2, whose
+/// `.../trailers` paths answer with trailers), a filter-free `/benign/` route to the capture
+/// upstream, and a ledger of what the test sent.
 #[derive(Debug)]
 pub struct Env {
     pub proxy: Proxy,
@@ -333,8 +331,9 @@ impl Env {
         let origin = Origin::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = format!(
-            "listen: \"{{listen}}\"\nadmin: \"{{admin}}\"\nthreads: {threads}\nupstreams:\n  capture:\n    endpoints: [\"{}\"]\n  origin:\n    endpoints: [\"{}\"]\nfilters:\n",
+            "listen: \"{{listen}}\"\nadmin: \"{{admin}}\"\nthreads: {threads}\nupstreams:\n  capture:\n    endpoints: [\"{}\"]\n  origin:\n    endpoints: [\"{}\"]\n  origin2:\n    endpoints: [\"{}\"]\n    protocol: http2\nfilters:\n",
             capture.endpoint(),
+            origin.endpoint(),
             origin.endpoint()
         );
         if filters.is_empty() {
@@ -352,7 +351,9 @@ impl Env {
                 f.vm_id
             );
         }
-        text.push_str("routes:\n  - match: {path_prefix: /benign/}\n    upstream: capture\n    filters: []\n");
+        text.push_str(
+            "routes:\n  - match: {path_prefix: /benign/}\n    upstream: capture\n    filters: []\n",
+        );
         for r in routes {
             let _ = writeln!(
                 text,
@@ -377,6 +378,12 @@ impl Env {
     /// Records that a whole request for `path` was sent.
     pub fn count(&self, path: &str) {
         *self.sent.lock().unwrap() += 1;
+        self.paths.lock().unwrap().push(path.to_string());
+    }
+
+    /// Lets the capture upstream see `path` without counting a request (a path a filter
+    /// rewrote, as the test expects).
+    pub fn allow(&self, path: &str) {
         self.paths.lock().unwrap().push(path.to_string());
     }
 
@@ -438,7 +445,7 @@ impl Env {
     ///    right, no injected header);
     /// 4. every request the test sent was answered or failed: the proxy's request counter
     ///    reaches the number sent;
-    /// and nothing in the proxy panicked.
+    /// 5. nothing in the proxy panicked.
     pub async fn assert_healthy(&mut self) {
         assert!(
             self.proxy.is_alive(),
@@ -541,7 +548,12 @@ pub fn requests_total(metrics: &str) -> u64 {
 pub fn sample(metrics: &str, series: &str) -> u64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(0.0) as u64
 }
 
@@ -552,7 +564,12 @@ pub fn seen_header(capture: &Capture, prefix: &str, name: &str) -> Option<String
         .requests()
         .iter()
         .rev()
-        .find(|r| r.line.split(' ').nth(1).is_some_and(|p| p.starts_with(prefix)))
+        .find(|r| {
+            r.line
+                .split(' ')
+                .nth(1)
+                .is_some_and(|p| p.starts_with(prefix))
+        })
         .and_then(|r| r.header(name).map(str::to_string))
 }
 
