@@ -86,10 +86,25 @@ impl Runtime {
         bytes: &[u8],
         cache_dir: Option<&Path>,
     ) -> Result<(Arc<CompiledModule>, CacheStatus), LoadError> {
+        self.compile_cached_within(bytes, cache_dir, self.config().compile_timeout)
+    }
+
+    /// [`Runtime::compile_cached`] with a compile deadline of its own instead of the
+    /// runtime's [`RuntimeConfig::compile_timeout`](crate::RuntimeConfig).
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::compile`].
+    pub fn compile_cached_within(
+        &self,
+        bytes: &[u8],
+        cache_dir: Option<&Path>,
+        timeout: std::time::Duration,
+    ) -> Result<(Arc<CompiledModule>, CacheStatus), LoadError> {
         self.check_source(bytes)?;
         let sha256: [u8; 32] = Sha256::digest(bytes).into();
         let Some(dir) = cache_dir else {
-            let module = self.compile_module(bytes)?;
+            let module = self.compile_module(bytes, sha256, timeout)?;
             return Ok((self.link(module, sha256, bytes.len())?, CacheStatus::Off));
         };
         let engine = self.engine_hash();
@@ -98,7 +113,7 @@ impl Runtime {
         match prepare_dir(dir) {
             Err(reason) => {
                 tracing::warn!(dir = %dir.display(), "module cache unavailable: {reason}");
-                let module = self.compile_module(bytes)?;
+                let module = self.compile_module(bytes, sha256, timeout)?;
                 return Ok((
                     self.link(module, sha256, bytes.len())?,
                     CacheStatus::Unavailable,
@@ -122,7 +137,7 @@ impl Runtime {
                 }
             },
         }
-        let module = self.compile_module(bytes)?;
+        let module = self.compile_module(bytes, sha256, timeout)?;
         let compiled = self.link(module.clone(), sha256, bytes.len())?;
         let status = match write_entry(dir, &path, &module, &sha256, &engine) {
             Ok(()) if rejected => CacheStatus::Rejected,

@@ -15,6 +15,14 @@ pub enum LoadError {
     #[error("invalid WebAssembly: {0}")]
     Compile(String),
     #[error(
+        "compiling took longer than {timeout:?} (limits.compile_timeout_ms){}",
+        if *still_running { "; an earlier compile of this module is still running" } else { "" }
+    )]
+    CompileTimeout {
+        timeout: std::time::Duration,
+        still_running: bool,
+    },
+    #[error(
         "not a proxy-wasm module: it exports none of proxy_abi_version_0_2_1, proxy_abi_version_0_2_0, proxy_abi_version_0_1_0"
     )]
     NotProxyWasm,

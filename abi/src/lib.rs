@@ -26,6 +26,7 @@ pub mod body;
 mod cache;
 mod callout;
 mod chain;
+mod compile;
 mod error;
 mod exports;
 mod fault;

@@ -75,8 +75,9 @@ impl Runtime {
     /// compilations across restarts, see [`Runtime::compile_cached`].
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<CompiledModule>, LoadError> {
         self.check_source(bytes)?;
-        let module = self.compile_module(bytes)?;
-        self.link(module, Sha256::digest(bytes).into(), bytes.len())
+        let sha256 = Sha256::digest(bytes).into();
+        let module = self.compile_module(bytes, sha256, self.config().compile_timeout)?;
+        self.link(module, sha256, bytes.len())
     }
 
     /// Refuses what must never reach the compiler: oversized input, and anything that is
@@ -96,11 +97,6 @@ impl Runtime {
             return Err(LoadError::NotWasm);
         }
         Ok(())
-    }
-
-    /// Compiles (and validates) source that passed [`Runtime::check_source`].
-    pub(crate) fn compile_module(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        Module::new(self.engine(), bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
     /// Checks that a compiled module is a proxy-wasm module this host can run, and links it.

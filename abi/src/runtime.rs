@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 use crate::background::Background;
+use crate::compile::Abandoned;
 use crate::guest_log::{LogSink, TracingLog};
 use crate::shared::SharedStores;
 use crate::state::HostState;
@@ -23,6 +24,8 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Largest module accepted, in bytes: compilation cost grows with size.
     pub max_module_bytes: usize,
+    /// Longest a module may take to compile before it is refused (a compile bomb).
+    pub compile_timeout: Duration,
     /// Where guest logs go.
     pub log: Arc<dyn LogSink>,
 }
@@ -34,6 +37,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("pooling", &self.pooling)
             .field("epoch_tick", &self.epoch_tick)
             .field("max_module_bytes", &self.max_module_bytes)
+            .field("compile_timeout", &self.compile_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +49,7 @@ impl Default for RuntimeConfig {
             pooling: true,
             epoch_tick: Duration::from_millis(2),
             max_module_bytes: 64 << 20,
+            compile_timeout: Duration::from_secs(60),
             log: Arc::new(TracingLog),
         }
     }
@@ -64,6 +69,7 @@ struct Inner {
     stop: Arc<AtomicBool>,
     background: Background,
     shared: Arc<SharedStores>,
+    abandoned: Arc<Abandoned>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -110,6 +116,7 @@ impl Runtime {
                 stop,
                 background,
                 shared: Arc::new(SharedStores::default()),
+                abandoned: Arc::default(),
             }),
         })
     }
@@ -124,6 +131,10 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn abandoned_compiles(&self) -> &Arc<Abandoned> {
+        &self.inner.abandoned
     }
 
     pub(crate) fn background(&self) -> &Background {

@@ -65,6 +65,8 @@ pub struct Limits {
     pub max_memory_bytes: Option<u64>,
     /// Body a filter may buffer or write (`max_body_bytes`), 0..=1 GiB.
     pub max_body_bytes: Option<u64>,
+    /// Wall time compiling the filter's module may take (`compile_timeout_ms`), 1..=600000.
+    pub compile_timeout_ms: Option<u64>,
 }
 
 impl Limits {
@@ -74,6 +76,7 @@ impl Limits {
             callback_deadline_ms: self.callback_deadline_ms.or(defaults.callback_deadline_ms),
             max_memory_bytes: self.max_memory_bytes.or(defaults.max_memory_bytes),
             max_body_bytes: self.max_body_bytes.or(defaults.max_body_bytes),
+            compile_timeout_ms: self.compile_timeout_ms.or(defaults.compile_timeout_ms),
         }
     }
 }

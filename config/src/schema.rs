@@ -61,6 +61,8 @@ pub(crate) struct RawLimits {
     pub(crate) max_memory_bytes: Option<i64>,
     #[serde(default)]
     pub(crate) max_body_bytes: Option<i64>,
+    #[serde(default)]
+    pub(crate) compile_timeout_ms: Option<i64>,
 }
 
 /// One entry under `upstreams:`.

@@ -126,6 +126,7 @@ fn limits(raw: &RawLimits, key: &str, report: &mut Report<'_>) -> Limits {
         callback_deadline_ms: check("callback_deadline_ms", raw.callback_deadline_ms, 1, 60_000),
         max_memory_bytes: check("max_memory_bytes", raw.max_memory_bytes, 1 << 20, 4 << 30),
         max_body_bytes: check("max_body_bytes", raw.max_body_bytes, 0, 1 << 30),
+        compile_timeout_ms: check("compile_timeout_ms", raw.compile_timeout_ms, 1, 600_000),
     }
 }
 

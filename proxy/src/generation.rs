@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use pingora::lb::{LoadBalancer, selection::RoundRobin};
@@ -195,7 +195,7 @@ fn filter_error(f: &wasmgate_config::Filter, message: String) -> BuildError {
 fn limits(configured: &wasmgate_config::Limits) -> wasmgate_abi::Limits {
     let mut limits = wasmgate_abi::Limits::default();
     if let Some(ms) = configured.callback_deadline_ms {
-        limits.callback_deadline = std::time::Duration::from_millis(ms);
+        limits.callback_deadline = Duration::from_millis(ms);
     }
     if let Some(bytes) = configured.max_memory_bytes {
         limits.max_memory_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
@@ -292,8 +292,12 @@ pub fn build_from(
         let (module, load) = match modules.get(&source.sha256) {
             Some(m) => (m.clone(), FilterLoad::Reused),
             None => {
+                let timeout = f
+                    .limits
+                    .compile_timeout_ms
+                    .map_or(runtime.config().compile_timeout, Duration::from_millis);
                 let (m, cache) = runtime
-                    .compile_cached(&source.bytes, config.cache_dir.as_deref())
+                    .compile_cached_within(&source.bytes, config.cache_dir.as_deref(), timeout)
                     .map_err(|e| fail(format!("{}: {e}", source.source)))?;
                 if cache != CacheStatus::Off {
                     metrics::counter!("wasmgate_module_cache_total", "result" => cache.as_str())

@@ -634,14 +634,10 @@ impl ProxyHttp for WasmGate {
             };
         }
         let code = reply.header.status.as_u16();
-        let mut reply = reply;
-        if !session.is_http2() {
-            // Past this point Pingora closes the client connection: say so, so that the client
-            // does not send its next request on it.
-            let _ = reply
-                .header
-                .insert_header(http::header::CONNECTION, "close");
-        }
+        // Past this point Pingora closes the client connection: say so (Pingora writes the
+        // `Connection` header from the session's keep-alive state, not from ours), so that
+        // the client does not send its next request on it.
+        session.set_keepalive(None);
         ctx.status = match send(session, reply).await {
             Ok(code) => code,
             Err(err) => {

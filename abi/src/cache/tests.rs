@@ -92,8 +92,7 @@ fn corrupt_or_foreign_entries_are_rejected_recompiled_and_replaced() {
     assert_eq!(load(&dir, &other), CacheStatus::Stored);
     let path = entry(&dir, &wasm);
     let good = std::fs::read(&path).unwrap();
-    let raw = rt
-        .compile_module(&wasm)
+    let raw = wasmtime::Module::new(rt.engine(), &wasm)
         .unwrap()
         .serialize()
         .expect("serializes");
@@ -163,7 +162,10 @@ fn sources_are_checked_before_the_cache_is_consulted() {
     let (rt, _) = runtime();
     let dir = TempDir::new("source");
     let wasm = module(7);
-    let artifact = rt.compile_module(&wasm).unwrap().serialize().unwrap();
+    let artifact = wasmtime::Module::new(rt.engine(), &wasm)
+        .unwrap()
+        .serialize()
+        .unwrap();
     assert!(matches!(
         rt.compile_cached(&artifact, Some(dir.path())),
         Err(LoadError::NotWasm)

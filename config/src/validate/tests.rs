@@ -444,7 +444,7 @@ filters:
     limits: {max_memory_bytes: 1000}
   - name: g
     wasm: builtin:add-header
-    limits: {callback_deadline_ms: 20}
+    limits: {callback_deadline_ms: 20, compile_timeout_ms: 0}
 routes:
   - upstream: a
 "#;
@@ -471,12 +471,17 @@ routes:
         errors.contains("filters[0].limits.max_memory_bytes"),
         "{errors}"
     );
+    assert!(
+        errors.contains("compile_timeout_ms must be between 1 and 600000, got 0"),
+        "{errors}"
+    );
 
     let good = text
         .replace("missing.pem", "cert.pem")
         .replace("callback_deadline_ms: 0", "callback_deadline_ms: 50")
         .replace("protocol: http3", "protocol: http1")
-        .replace("max_memory_bytes: 1000", "max_memory_bytes: 16777216");
+        .replace("max_memory_bytes: 1000", "max_memory_bytes: 16777216")
+        .replace("compile_timeout_ms: 0", "compile_timeout_ms: 250");
     let config = crate::parse(&good, &path, &opts).unwrap();
     assert_eq!(config.listen_tls[0].cert, dir.path().join("cert.pem"));
     assert_eq!(config.upstreams[1].protocol, crate::Protocol::Http2);
@@ -487,4 +492,5 @@ routes:
         "a filter's limits fall back to the top-level ones"
     );
     assert_eq!(config.filters[1].limits.callback_deadline_ms, Some(20));
+    assert_eq!(config.filters[1].limits.compile_timeout_ms, Some(250));
 }

@@ -94,6 +94,8 @@ async fn a_local_reply_from_the_response_phase_replaces_the_upstream_response() 
         .await
         .unwrap();
     assert_eq!(resp.status(), 451);
+    // The unread upstream response makes the connection unusable: the client is told.
+    assert_eq!(client::header_all(&resp, "connection"), ["close"]);
     assert!(client::header_all(&resp, "x-origin").is_empty());
     assert_eq!(
         client::header_all(&resp, "x-order"),
