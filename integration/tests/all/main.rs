@@ -15,6 +15,7 @@ mod http2;
 mod passthrough;
 mod properties;
 mod reload;
+mod reload_faults;
 mod shared;
 mod support;
 mod traps;

@@ -16,7 +16,7 @@ use wasmgate_integration::proxy::{Proxy, replace_file};
 
 /// A proxy-wasm module that sets `x-version: VERSION` on the request and on the response.
 /// `vm_start` and `configure` are the bodies of those callbacks (an i32 result).
-fn version_module(version: &str, vm_start: &str, configure: &str) -> Vec<u8> {
+pub(crate) fn version_module(version: &str, vm_start: &str, configure: &str) -> Vec<u8> {
     let wat = format!(
         r#"(module
   (import "env" "proxy_replace_header_map_value"
@@ -50,13 +50,13 @@ fn version_module(version: &str, vm_start: &str, configure: &str) -> Vec<u8> {
     wat::parse_str(wat).expect("valid WAT")
 }
 
-fn module(version: &str) -> Vec<u8> {
+pub(crate) fn module(version: &str) -> Vec<u8> {
     version_module(version, "i32.const 1", "i32.const 1")
 }
 
 /// One upstream per origin (`a`, `b`, ...), the given `filters:` items, and one route to
 /// `upstream` with the default chain.
-fn config(origins: &[&Origin], filters: &str, upstream: &str, extra: &str) -> String {
+pub(crate) fn config(origins: &[&Origin], filters: &str, upstream: &str, extra: &str) -> String {
     let upstreams: String = origins
         .iter()
         .zip(["a", "b", "c"])
@@ -76,12 +76,12 @@ routes:
 }
 
 /// A `filters:` item running the module at `path`.
-fn wasm_filter(name: &str, path: &Path) -> String {
+pub(crate) fn wasm_filter(name: &str, path: &Path) -> String {
     format!("  - name: {name}\n    wasm: {}\n", path.display())
 }
 
 /// A `filters:` item: add-header setting `x-version: VERSION` on request and response.
-fn add_header_version(version: &str) -> String {
+pub(crate) fn add_header_version(version: &str) -> String {
     let conf = json!({
         "request": {"set": {"x-version": version}},
         "response": {"set": {"x-version": version}},
@@ -94,7 +94,11 @@ fn add_header_version(version: &str) -> String {
 
 /// Sends requests until one answers with `x-version: version` (and `check` holds), up to
 /// 15 s; panics with the proxy's log otherwise.
-async fn wait_for(proxy: &Proxy, version: &str, check: impl Fn(&reqwest::Response) -> bool) {
+pub(crate) async fn wait_for(
+    proxy: &Proxy,
+    version: &str,
+    check: impl Fn(&reqwest::Response) -> bool,
+) {
     let http = client::http();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -109,12 +113,12 @@ async fn wait_for(proxy: &Proxy, version: &str, check: impl Fn(&reqwest::Respons
     panic!("{version} never answered; log:\n{}", proxy.log());
 }
 
-async fn get_json(url: String) -> Value {
+pub(crate) async fn get_json(url: String) -> Value {
     let resp = client::http().get(url).send().await.expect("admin request");
     resp.json().await.expect("JSON")
 }
 
-async fn post_reload(proxy: &Proxy) -> (u16, Value) {
+pub(crate) async fn post_reload(proxy: &Proxy) -> (u16, Value) {
     let resp = client::http()
         .post(proxy.admin_url("/reload"))
         .send()
@@ -124,7 +128,7 @@ async fn post_reload(proxy: &Proxy) -> (u16, Value) {
     (status, resp.json().await.expect("JSON"))
 }
 
-async fn metrics(proxy: &Proxy) -> String {
+pub(crate) async fn metrics(proxy: &Proxy) -> String {
     client::http()
         .get(proxy.admin_url("/metrics"))
         .send()
@@ -135,7 +139,7 @@ async fn metrics(proxy: &Proxy) -> String {
         .expect("text")
 }
 
-fn assert_clean(report: &LoadReport, proxy: &Proxy) {
+pub(crate) fn assert_clean(report: &LoadReport, proxy: &Proxy) {
     assert_eq!(
         report.failures,
         0,
@@ -454,7 +458,7 @@ async fn failed_reloads_keep_the_running_generation_and_report_why() {
 }
 
 /// `config` as the proxy wrote it: with its addresses.
-fn good_text(proxy: &Proxy, config: &str) -> String {
+pub(crate) fn good_text(proxy: &Proxy, config: &str) -> String {
     config
         .replace("{listen}", &proxy.addr.to_string())
         .replace("{admin}", &proxy.admin.to_string())
