@@ -75,6 +75,8 @@ fn headers() -> HeaderMap {
 
 /// One variant's work, run once per call.
 type Work = Box<dyn FnMut()>;
+/// Builds a case's work on a runtime.
+type Case = (&'static str, fn(&Runtime) -> Work);
 
 fn compute(rt: &Runtime) -> Work {
     let wasm = wat::parse_str(COMPUTE_GUEST).expect("valid WAT");
@@ -141,7 +143,7 @@ fn main() {
     let rounds = if quick { 1 } else { ROUNDS };
     let on = runtime(true);
     let off = runtime(false);
-    let cases: [(&str, fn(&Runtime) -> Work); 2] = [
+    let cases: [Case; 2] = [
         ("compute", compute),
         ("request_3realistic", request_3realistic),
     ];
