@@ -55,7 +55,9 @@ mod testing;
 use std::path::PathBuf;
 
 pub use error::{Error, Errors, Location};
-pub use model::{Config, Filter, Limits, Protocol, Route, TlsListener, Upstream, WasmSource};
+pub use model::{
+    ClientLimits, Config, Filter, Limits, Protocol, Route, TlsListener, Upstream, WasmSource,
+};
 pub use parse::{load, parse};
 
 /// What the caller knows that the file cannot say.

@@ -34,6 +34,46 @@ pub struct Config {
     pub listen_tls: Vec<TlsListener>,
     /// Default limits of every filter (`limits:`); unset values are the host's defaults.
     pub limits: Limits,
+    /// Limits on client connections and requests (`client:`).
+    pub client: ClientLimits,
+}
+
+/// Limits on what a client may send and how long it may take (`client:`). Every field has a
+/// default; see each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Time to receive a whole request header block (`header_timeout_ms`), 100..=600000;
+    /// default 10000. Counted from the accept (after TLS) for a connection's first request and
+    /// from the first byte of each later one.
+    pub header_timeout_ms: u64,
+    /// Bytes of a request header block, request line and final empty line included
+    /// (`max_header_bytes`), 1024..=524288; default 65536.
+    pub max_header_bytes: u64,
+    /// Header fields in one request (`max_headers`), 1..=256; default 100.
+    pub max_headers: u64,
+    /// Longest wait for the next bytes of a request body (`body_timeout_ms`), 100..=3600000;
+    /// default 60000.
+    pub body_timeout_ms: u64,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive once
+    /// `body_timeout_ms` has passed since its first bytes (`body_min_rate`), 0..=1000000000;
+    /// 0 = no minimum; default 500.
+    pub body_min_rate: u64,
+    /// How long an idle client connection is kept for another request (`keepalive_timeout_ms`),
+    /// 0..=3600000; 0 = HTTP/1 connections close after each response; default 60000.
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            body_timeout_ms: 60_000,
+            body_min_rate: 500,
+            keepalive_timeout_ms: 60_000,
+        }
+    }
 }
 
 /// A TLS listener.

@@ -37,6 +37,27 @@ pub(crate) struct RawConfig {
     /// Default limits of every filter; default the host's.
     #[serde(default)]
     pub(crate) limits: Option<RawLimits>,
+    /// Limits on what clients send; default the proxy's.
+    #[serde(default)]
+    pub(crate) client: Option<RawClient>,
+}
+
+/// `client:`: limits on client connections and requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a client limits mapping")]
+pub(crate) struct RawClient {
+    #[serde(default)]
+    pub(crate) header_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) max_header_bytes: Option<i64>,
+    #[serde(default)]
+    pub(crate) max_headers: Option<i64>,
+    #[serde(default)]
+    pub(crate) body_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) body_min_rate: Option<i64>,
+    #[serde(default)]
+    pub(crate) keepalive_timeout_ms: Option<i64>,
 }
 
 /// One item of `listen_tls:`.

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::model::{Limits, Protocol, TlsListener};
+use crate::model::{ClientLimits, Limits, Protocol, TlsListener};
 use crate::positions::child;
 use crate::problem::Problem;
 use crate::report::Report;
-use crate::schema::{RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener, RawUpstream};
+use crate::schema::{
+    RawClient, RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener, RawUpstream,
+};
 use crate::syntax::{check_endpoint, check_host_pattern, is_name};
 use crate::{Config, Errors, Filter, ParseOptions, Route, Upstream, WasmSource};
 
@@ -45,6 +47,10 @@ pub(crate) fn validate(
         .limits
         .map(|l| limits(&l, "limits", &mut report))
         .unwrap_or_default();
+    let client = raw
+        .client
+        .map(|c| client(&c, &mut report))
+        .unwrap_or_default();
     let filters: Vec<Filter> = raw
         .filters
         .unwrap_or_default()
@@ -75,7 +81,72 @@ pub(crate) fn validate(
         upgrade_sock,
         listen_tls,
         limits,
+        client,
     })
+}
+
+/// `client:`, each value within its range; a value out of range is reported and replaced by
+/// its default.
+fn client(raw: &RawClient, report: &mut Report<'_>) -> ClientLimits {
+    let defaults = ClientLimits::default();
+    let mut check = |name: &'static str, value: Option<i64>, min: i64, max: i64, default: u64| {
+        let Some(value) = value else { return default };
+        if value < min || value > max {
+            let key = format!("client.{name}");
+            report.add(
+                &key,
+                Problem::Limit {
+                    name,
+                    value,
+                    min,
+                    max,
+                },
+            );
+            return default;
+        }
+        u64::try_from(value).unwrap_or(default)
+    };
+    ClientLimits {
+        header_timeout_ms: check(
+            "header_timeout_ms",
+            raw.header_timeout_ms,
+            100,
+            600_000,
+            defaults.header_timeout_ms,
+        ),
+        // Pingora refuses a header block over 1 MiB whatever we say; half that leaves room
+        // for the body bytes read along with the header.
+        max_header_bytes: check(
+            "max_header_bytes",
+            raw.max_header_bytes,
+            1024,
+            512 * 1024,
+            defaults.max_header_bytes,
+        ),
+        // Pingora's HTTP/1 parser stops at 256 headers.
+        max_headers: check("max_headers", raw.max_headers, 1, 256, defaults.max_headers),
+        body_timeout_ms: check(
+            "body_timeout_ms",
+            raw.body_timeout_ms,
+            100,
+            3_600_000,
+            defaults.body_timeout_ms,
+        ),
+        body_min_rate: check(
+            "body_min_rate",
+            raw.body_min_rate,
+            0,
+            1_000_000_000,
+            defaults.body_min_rate,
+        ),
+        keepalive_timeout_ms: check(
+            "keepalive_timeout_ms",
+            raw.keepalive_timeout_ms,
+            0,
+            3_600_000,
+            defaults.keepalive_timeout_ms,
+        ),
+    }
 }
 
 /// One `listen_tls:` item: an address and readable certificate and key files.

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod builtin;
 pub mod callouts;
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod generation;
 mod headers;

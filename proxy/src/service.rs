@@ -99,6 +99,8 @@ pub struct RequestCtx {
     /// The status sent downstream, for metrics.
     status: u16,
     started: Instant,
+    /// The request body's rate, for `client.body_min_rate`.
+    body_clock: crate::client::BodyClock,
 }
 
 /// Upstream timeouts. Pingora's default is none at all, which lets a silent upstream hold a
@@ -282,7 +284,16 @@ impl ProxyHttp for WasmGate {
             response: Framing::default(),
             status: 0,
             started: Instant::now(),
+            body_clock: Default::default(),
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::client::on_request_header(session, &ctx.generation.config.client)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -404,6 +415,8 @@ impl ProxyHttp for WasmGate {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let n = body.as_ref().map_or(0, Bytes::len);
+        crate::client::on_body_chunk(&mut ctx.body_clock, n, &ctx.generation.config.client)?;
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(());
         };
@@ -612,6 +625,8 @@ impl ProxyHttp for WasmGate {
                         _ => plain(502, "502 Bad Gateway\n"),
                     },
                     ErrorSource::Downstream => match e.etype() {
+                        // `client.body_timeout_ms`, Pingora's per-read body timeout.
+                        ErrorType::ReadTimedout => plain(408, "408 Request Timeout\n"),
                         ErrorType::WriteError
                         | ErrorType::ReadError
                         | ErrorType::ConnectionClosed => {

@@ -494,3 +494,47 @@ routes:
     assert_eq!(config.filters[1].limits.callback_deadline_ms, Some(20));
     assert_eq!(config.filters[1].limits.compile_timeout_ms, Some(250));
 }
+
+#[test]
+fn client_limits_default_and_are_range_checked() {
+    let base = format!("{HEAD}routes:\n  - upstream: backend\n");
+    assert_eq!(ok(&base).client, crate::ClientLimits::default());
+    let text = format!(
+        "{HEAD}client:\n  header_timeout_ms: 50\n  max_header_bytes: 2000000\n  max_headers: 0\n  \
+         body_timeout_ms: 1500\n  body_min_rate: -1\n  keepalive_timeout_ms: 0\nroutes:\n  - upstream: backend\n"
+    );
+    let all = errors(&text);
+    assert_eq!(
+        all,
+        [
+            "wasmgate.yaml:6:3: client.header_timeout_ms: header_timeout_ms must be between 100 and 600000, got 50",
+            "wasmgate.yaml:7:3: client.max_header_bytes: max_header_bytes must be between 1024 and 524288, got 2000000",
+            "wasmgate.yaml:8:3: client.max_headers: max_headers must be between 1 and 256, got 0",
+            "wasmgate.yaml:10:3: client.body_min_rate: body_min_rate must be between 0 and 1000000000, got -1",
+        ]
+    );
+    let good = text
+        .replace("_ms: 50\n", "_ms: 1000\n")
+        .replace("2000000", "8192")
+        .replace("max_headers: 0", "max_headers: 20")
+        .replace("-1", "0");
+    let client = ok(&good).client;
+    assert_eq!(
+        client,
+        crate::ClientLimits {
+            header_timeout_ms: 1000,
+            max_header_bytes: 8192,
+            max_headers: 20,
+            body_timeout_ms: 1500,
+            body_min_rate: 0,
+            keepalive_timeout_ms: 0,
+        }
+    );
+    assert!(
+        error(&format!(
+            "{HEAD}client: {{header_timeout: 5}}\nroutes:\n  - upstream: backend\n"
+        ))
+        .contains("unknown field `header_timeout`"),
+        "unknown keys are errors"
+    );
+}

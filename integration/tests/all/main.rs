@@ -4,6 +4,11 @@
 mod bodies;
 mod callouts;
 mod chain;
+mod client_framing;
+mod client_http2;
+mod client_limits;
+mod client_support;
+mod client_upgrade;
 mod config_errors;
 mod grpc;
 mod headers;
