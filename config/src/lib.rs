@@ -56,7 +56,8 @@ use std::path::PathBuf;
 
 pub use error::{Error, Errors, Location};
 pub use model::{
-    ClientLimits, Config, Filter, Limits, Protocol, Route, TlsListener, Upstream, WasmSource,
+    ClientLimits, Config, DEFAULT_MAX_PAUSED_STREAMS, Filter, Limits, Protocol, Route, TlsListener,
+    Upstream, UpstreamTimeouts, WasmSource,
 };
 pub use parse::{load, parse};
 

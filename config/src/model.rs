@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::Location;
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub limits: Limits,
     /// Limits on client connections and requests (`client:`).
     pub client: ClientLimits,
+    /// Streams a filter may hold paused at once, across the process (`max_paused_streams:`),
+    /// 1..=1000000; default [`DEFAULT_MAX_PAUSED_STREAMS`]. Past it a pause is answered 503.
+    pub max_paused_streams: usize,
 }
 
 /// Limits on what a client may send and how long it may take (`client:`). Every field has a
@@ -75,6 +79,9 @@ impl Default for ClientLimits {
         }
     }
 }
+
+/// The default of [`Config::max_paused_streams`].
+pub const DEFAULT_MAX_PAUSED_STREAMS: usize = 4096;
 
 /// A TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +137,35 @@ pub struct Upstream {
     pub endpoints: Vec<String>,
     /// `protocol:`; default HTTP/1.1.
     pub protocol: Protocol,
+    /// How long the proxy waits on it.
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// How long the proxy waits on an upstream before giving up on a request (504, or the
+/// response cut once it has started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Establishing a connection (`connect_timeout_ms`), 1..=600000; default 5 s.
+    pub connect: Duration,
+    /// Each read: the wait for the response headers and between two pieces of the body
+    /// (`read_timeout_ms`), 1..=86400000; default 60 s.
+    pub read: Duration,
+    /// Each write of the request (`write_timeout_ms`), 1..=86400000; default 60 s.
+    pub write: Duration,
+    /// The whole response, from when the upstream is picked to its last byte
+    /// (`response_timeout_ms`), 1..=86400000; default none (streams may last).
+    pub response: Option<Duration>,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            response: None,
+        }
+    }
 }
 
 /// Where a filter's wasm module comes from.

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::model::{ClientLimits, Limits, Protocol, TlsListener};
+use crate::model::{
+    ClientLimits, DEFAULT_MAX_PAUSED_STREAMS, Limits, Protocol, TlsListener, UpstreamTimeouts,
+};
 use crate::positions::child;
 use crate::problem::Problem;
 use crate::report::Report;
@@ -68,6 +71,18 @@ pub(crate) fn validate(
         .upgrade_sock
         .as_deref()
         .and_then(|s| upgrade_sock(s, base, &mut report));
+    let max_paused_streams = raw
+        .max_paused_streams
+        .map_or(Some(DEFAULT_MAX_PAUSED_STREAMS), |n| {
+            let n = ranged(
+                "max_paused_streams",
+                "max_paused_streams",
+                n,
+                (1, 1_000_000),
+                &mut report,
+            )?;
+            usize::try_from(n).ok()
+        });
     report.finish()?;
     Ok(Config {
         source: source.to_path_buf(),
@@ -82,6 +97,7 @@ pub(crate) fn validate(
         listen_tls,
         limits,
         client,
+        max_paused_streams: max_paused_streams.unwrap_or(DEFAULT_MAX_PAUSED_STREAMS),
     })
 }
 
@@ -90,21 +106,9 @@ pub(crate) fn validate(
 fn client(raw: &RawClient, report: &mut Report<'_>) -> ClientLimits {
     let defaults = ClientLimits::default();
     let mut check = |name: &'static str, value: Option<i64>, min: i64, max: i64, default: u64| {
-        let Some(value) = value else { return default };
-        if value < min || value > max {
-            let key = format!("client.{name}");
-            report.add(
-                &key,
-                Problem::Limit {
-                    name,
-                    value,
-                    min,
-                    max,
-                },
-            );
-            return default;
-        }
-        u64::try_from(value).unwrap_or(default)
+        value
+            .and_then(|v| ranged(&format!("client.{name}"), name, v, (min, max), report))
+            .unwrap_or(default)
     };
     ClientLimits {
         header_timeout_ms: check(
@@ -178,26 +182,50 @@ fn tls_listener(
 /// A `limits:` mapping, each value within its range.
 fn limits(raw: &RawLimits, key: &str, report: &mut Report<'_>) -> Limits {
     let mut check = |name: &'static str, value: Option<i64>, min: i64, max: i64| {
-        let value = value?;
-        if value < min || value > max {
-            report.add(
-                &format!("{key}.{name}"),
-                Problem::Limit {
-                    name,
-                    value,
-                    min,
-                    max,
-                },
-            );
-            return None;
-        }
-        u64::try_from(value).ok()
+        ranged(&format!("{key}.{name}"), name, value?, (min, max), report)
     };
     Limits {
         callback_deadline_ms: check("callback_deadline_ms", raw.callback_deadline_ms, 1, 60_000),
         max_memory_bytes: check("max_memory_bytes", raw.max_memory_bytes, 1 << 20, 4 << 30),
         max_body_bytes: check("max_body_bytes", raw.max_body_bytes, 0, 1 << 30),
         compile_timeout_ms: check("compile_timeout_ms", raw.compile_timeout_ms, 1, 600_000),
+    }
+}
+
+/// `value` if it is within `min..=max`; otherwise reported at `key`.
+fn ranged(
+    key: &str,
+    name: &'static str,
+    value: i64,
+    (min, max): (i64, i64),
+    report: &mut Report<'_>,
+) -> Option<u64> {
+    if value < min || value > max {
+        let problem = Problem::Limit {
+            name,
+            value,
+            min,
+            max,
+        };
+        report.add(key, problem);
+        return None;
+    }
+    u64::try_from(value).ok()
+}
+
+/// An upstream's `*_timeout_ms` keys, over the defaults.
+fn timeouts(raw: &RawUpstream, key: &str, report: &mut Report<'_>) -> UpstreamTimeouts {
+    const DAY_MS: i64 = 86_400_000;
+    let mut ms = |name: &'static str, value: Option<i64>, max: i64| {
+        ranged(&format!("{key}.{name}"), name, value?, (1, max), report).map(Duration::from_millis)
+    };
+    let defaults = UpstreamTimeouts::default();
+    UpstreamTimeouts {
+        connect: ms("connect_timeout_ms", raw.connect_timeout_ms, 600_000)
+            .unwrap_or(defaults.connect),
+        read: ms("read_timeout_ms", raw.read_timeout_ms, DAY_MS).unwrap_or(defaults.read),
+        write: ms("write_timeout_ms", raw.write_timeout_ms, DAY_MS).unwrap_or(defaults.write),
+        response: ms("response_timeout_ms", raw.response_timeout_ms, DAY_MS).or(defaults.response),
     }
 }
 
@@ -314,10 +342,12 @@ fn upstreams(raw: Vec<(String, RawUpstream)>, report: &mut Report<'_>) -> Vec<Up
                 Protocol::Http1
             }
         };
+        let timeouts = timeouts(&up, &key, report);
         out.push(Upstream {
             name,
             protocol,
             endpoints: up.endpoints,
+            timeouts,
         });
     }
     out

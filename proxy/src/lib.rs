@@ -12,6 +12,7 @@ pub mod demo;
 pub mod generation;
 mod headers;
 pub mod metrics;
+pub mod pause;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -538,3 +538,75 @@ fn client_limits_default_and_are_range_checked() {
         "unknown keys are errors"
     );
 }
+
+#[test]
+fn upstream_timeouts_default_and_are_read_in_milliseconds() {
+    let text = "\
+listen: 127.0.0.1:1
+upstreams:
+  plain: {endpoints: [\"a:1\"]}
+  tuned:
+    endpoints: [\"b:1\"]
+    connect_timeout_ms: 300
+    read_timeout_ms: 400
+    write_timeout_ms: 500
+    response_timeout_ms: 600
+max_paused_streams: 7
+routes: [{upstream: plain}]
+";
+    let c = ok(text);
+    assert_eq!(c.upstreams[0].timeouts, crate::UpstreamTimeouts::default());
+    let ms = std::time::Duration::from_millis;
+    let tuned = c.upstreams[1].timeouts;
+    assert_eq!(
+        (tuned.connect, tuned.read, tuned.write, tuned.response),
+        (ms(300), ms(400), ms(500), Some(ms(600)))
+    );
+    assert_eq!(c.max_paused_streams, 7);
+    let defaults = ok(&text.replace("max_paused_streams: 7\n", ""));
+    assert_eq!(
+        defaults.max_paused_streams,
+        crate::DEFAULT_MAX_PAUSED_STREAMS
+    );
+}
+
+#[test]
+fn upstream_timeouts_out_of_range_are_errors_at_their_keys() {
+    let text = "\
+listen: 127.0.0.1:1
+upstreams:
+  a:
+    endpoints: [\"a:1\"]
+    connect_timeout_ms: 0
+    read_timeout_ms: -5
+    write_timeout_ms: 86400001
+    response_timeout_ms: 0
+max_paused_streams: 0
+routes: [{upstream: a}]
+";
+    assert_eq!(
+        errors(text),
+        [
+            "wasmgate.yaml:5:5: upstreams.a.connect_timeout_ms: \
+             connect_timeout_ms must be between 1 and 600000, got 0",
+            "wasmgate.yaml:6:5: upstreams.a.read_timeout_ms: \
+             read_timeout_ms must be between 1 and 86400000, got -5",
+            "wasmgate.yaml:7:5: upstreams.a.write_timeout_ms: \
+             write_timeout_ms must be between 1 and 86400000, got 86400001",
+            "wasmgate.yaml:8:5: upstreams.a.response_timeout_ms: \
+             response_timeout_ms must be between 1 and 86400000, got 0",
+            "wasmgate.yaml:9:1: max_paused_streams: \
+             max_paused_streams must be between 1 and 1000000, got 0",
+        ]
+    );
+    let unknown = error(
+        "\
+listen: 127.0.0.1:1
+upstreams:
+  a: {endpoints: [\"a:1\"], response_timeout: 5}
+routes: [{upstream: a}]
+",
+    );
+    assert!(unknown.starts_with("wasmgate.yaml:3:"), "{unknown}");
+    assert!(unknown.contains("response_timeout"), "{unknown}");
+}
