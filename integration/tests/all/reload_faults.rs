@@ -284,7 +284,7 @@ async fn a_compile_bomb_is_abandoned_at_the_compile_timeout() {
         wasm_filter("version", &wasm)
     );
     proxy.write_config(&config(&[&origin], &limited, "a", ""));
-    replace_file(&wasm, &compile_bomb(16));
+    replace_file(&wasm, &compile_bomb(8));
     let asked = Instant::now();
     let (status, outcome) = post_reload(&proxy).await;
     let answered = asked.elapsed();
