@@ -51,6 +51,14 @@ pub(crate) fn module(version: &str) -> Vec<u8> {
     version_module(version, "i32.const 1", "i32.const 1")
 }
 
+/// A temporary directory holding `version.wasm`, the [`module`] of `v1`.
+pub(crate) fn v1_file() -> (tempfile::TempDir, PathBuf) {
+    let files = tempfile::tempdir().unwrap();
+    let wasm = files.path().join("version.wasm");
+    std::fs::write(&wasm, module("v1")).unwrap();
+    (files, wasm)
+}
+
 /// One upstream per origin (`a`, `b`, ...), the given `filters:` items, and one route to
 /// `upstream` with the default chain.
 pub(crate) fn config(origins: &[&Origin], filters: &str, upstream: &str, extra: &str) -> String {
@@ -151,9 +159,7 @@ pub(crate) fn assert_clean(report: &LoadReport, proxy: &Proxy) {
 #[tokio::test(flavor = "multi_thread")]
 async fn swapping_a_module_file_under_load_fails_no_request() {
     let origin = Origin::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let wasm = files.path().join("version.wasm");
-    std::fs::write(&wasm, module("v1")).unwrap();
+    let (_files, wasm) = v1_file();
     let proxy = Proxy::start(&config(&[&origin], &wasm_filter("version", &wasm), "a", ""));
     let load = Load::start(proxy.url("/"), LoadOptions::default());
     wait_for(&proxy, "v1", |_| true).await;
@@ -262,9 +268,7 @@ async fn changing_a_route_upstream_under_load_fails_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_request_started_before_a_swap_finishes_on_the_old_chain() {
     let origin = Origin::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let wasm = files.path().join("version.wasm");
-    std::fs::write(&wasm, module("v1")).unwrap();
+    let (_files, wasm) = v1_file();
     let proxy = Proxy::start(&config(&[&origin], &wasm_filter("version", &wasm), "a", ""));
     let load = Load::start(proxy.url("/"), LoadOptions::default());
     wait_for(&proxy, "v1", |_| true).await;
@@ -595,9 +599,7 @@ async fn sighup_reloads_and_new_listen_addresses_are_reported_not_applied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_module_cache_lets_a_restart_skip_compiling() {
     let origin = Origin::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let wasm = files.path().join("version.wasm");
-    std::fs::write(&wasm, module("v1")).unwrap();
+    let (files, wasm) = v1_file();
     let cache = files.path().join("cache");
     let text = config(
         &[&origin],

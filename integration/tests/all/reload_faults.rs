@@ -11,8 +11,8 @@ use wasmgate_integration::origin::Origin;
 use wasmgate_integration::proxy::{Proxy, replace_file};
 
 use crate::reload::{
-    add_header_version, assert_clean, config, get_json, metrics, module, post_reload, wait_for,
-    wasm_filter,
+    add_header_version, assert_clean, config, get_json, metrics, module, post_reload, v1_file,
+    wait_for, wasm_filter,
 };
 use crate::support::testkit;
 
@@ -68,9 +68,7 @@ fn compile_bomb(funcs: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_modules_and_configs_are_refused_whole_while_traffic_runs() {
     let origin = Origin::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let wasm = files.path().join("version.wasm");
-    std::fs::write(&wasm, module("v1")).unwrap();
+    let (files, wasm) = v1_file();
     let cache = files.path().join("cache");
     let extra = format!("cache_dir: {}\n", cache.display());
     let template = config(&[&origin], &wasm_filter("version", &wasm), "a", &extra);
@@ -269,9 +267,7 @@ async fn bad_modules_and_configs_are_refused_whole_while_traffic_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compile_bomb_is_abandoned_at_the_compile_timeout() {
     let origin = Origin::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let wasm = files.path().join("version.wasm");
-    std::fs::write(&wasm, module("v1")).unwrap();
+    let (_files, wasm) = v1_file();
     let plain = config(&[&origin], &wasm_filter("version", &wasm), "a", "");
     let proxy = Proxy::start_with(&plain, &["--no-watch"]);
     let load = Load::start(proxy.url("/"), LoadOptions::default());
@@ -372,9 +368,7 @@ async fn flipping_versions_every_100ms_fails_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_reloads_leave_memory_near_its_baseline() {
     let origin = Origin::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let wasm = files.path().join("version.wasm");
-    std::fs::write(&wasm, module("v1")).unwrap();
+    let (_files, wasm) = v1_file();
     let mut proxy = Proxy::start_with(
         &config(&[&origin], &wasm_filter("version", &wasm), "a", ""),
         &["--no-watch"],
