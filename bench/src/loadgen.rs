@@ -72,6 +72,9 @@ pub struct OpenLoopResult {
     /// Send time minus intended time, sorted, in ns: the generator's own lateness plus waiting
     /// for a free connection.
     pub lag_ns: Vec<u64>,
+    /// From the actual send to the end of the response, sorted, in ns: the latency without the
+    /// generator's lag (which hides coordinated omission; for reading a noisy machine only).
+    pub service_ns: Vec<u64>,
     /// Length of the measured window.
     pub window: Duration,
     /// Responses received over the whole run, warm-up included (for CPU per request).
@@ -88,6 +91,10 @@ impl OpenLoopResult {
 
     pub fn lag_us(&self, q: f64) -> Option<f64> {
         quantile(&self.lag_ns, q).map(|ns| ns as f64 / 1000.0)
+    }
+
+    pub fn service_us(&self, q: f64) -> Option<f64> {
+        quantile(&self.service_ns, q).map(|ns| ns as f64 / 1000.0)
     }
 
     /// Completed requests per second of the window.
@@ -109,6 +116,7 @@ struct ConnStats {
     errors: u64,
     latencies_ns: Vec<u64>,
     lag_ns: Vec<u64>,
+    service_ns: Vec<u64>,
     alternates: Vec<AlternateResult>,
 }
 
@@ -212,6 +220,7 @@ async fn run_async(spec: &OpenLoop) -> std::io::Result<OpenLoopResult> {
             let mut stats = ConnStats {
                 latencies_ns: Vec::with_capacity(per_conn),
                 lag_ns: Vec::with_capacity(per_conn),
+                service_ns: Vec::with_capacity(per_conn),
                 alternates: vec![AlternateResult::default(); alternates.len()],
                 ..ConnStats::default()
             };
@@ -255,6 +264,7 @@ async fn run_async(spec: &OpenLoop) -> std::io::Result<OpenLoopResult> {
                             }
                             stats.latencies_ns.push((done - intended).as_nanos() as u64);
                             stats.lag_ns.push((sent - intended).as_nanos() as u64);
+                            stats.service_ns.push((done - sent).as_nanos() as u64);
                         }
                         if response.close {
                             conn = None;
@@ -303,6 +313,7 @@ async fn run_async(spec: &OpenLoop) -> std::io::Result<OpenLoopResult> {
                 result.errors += stats.errors;
                 result.latencies_ns.extend(stats.latencies_ns);
                 result.lag_ns.extend(stats.lag_ns);
+                result.service_ns.extend(stats.service_ns);
                 for (all, one) in result.alternates.iter_mut().zip(stats.alternates) {
                     all.merge(one);
                 }
@@ -319,6 +330,7 @@ async fn run_async(spec: &OpenLoop) -> std::io::Result<OpenLoopResult> {
     }
     result.latencies_ns.sort_unstable();
     result.lag_ns.sort_unstable();
+    result.service_ns.sort_unstable();
     Ok(result)
 }
 

@@ -260,10 +260,10 @@ fn measure(env: &mut Env) -> Result<Section, String> {
                 let rss = h.rss_over.max(c.rss_over);
                 worst_rss = worst_rss.max(rss);
                 let r = base.map(|b| c.mib_per_s() / b);
-                if *label != VARIANTS[0].1 {
-                    if let Some(r) = r {
-                        summary_ratios.push(format!("{} {dir} {r:.2}×", short(label)));
-                    }
+                if *label != VARIANTS[0].1
+                    && let Some(r) = r
+                {
+                    summary_ratios.push(format!("{} {dir} {r:.2}×", short(label)));
                 }
                 let _ = writeln!(
                     b,

@@ -113,6 +113,8 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     let t = Instant::now();
     let (idle, idle_failed) = rt.block_on(open_idle(proxy.addr, req, env.opts.e2_idle));
     let open_secs = t.elapsed().as_secs_f64();
+    // Let the proxy finish with them (its RSS lags the last answers).
+    std::thread::sleep(Duration::from_secs(1));
     let fds_idle = proxy.fds();
     let mem_idle = proxy.memory();
     log(format!(
@@ -131,7 +133,7 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     let fds_wait = proxy.fds();
     let idle_count = idle.len();
     drop(idle);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     let fds_end = proxy.fds();
     let mem_closed = proxy.memory();
     log("E-2: active alone again");
@@ -140,6 +142,7 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     // not added to (a leak per connection would add as much again).
     let req = client::request("GET", "/r3/", &host, &request_headers(), b"");
     let (idle2, _) = rt.block_on(open_idle(proxy.addr, req, env.opts.e2_idle));
+    std::thread::sleep(Duration::from_secs(1));
     let mem_idle2 = proxy.memory();
     drop(idle2);
     drop(rt);

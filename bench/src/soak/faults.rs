@@ -79,25 +79,25 @@ impl Counters {
     }
 }
 
-fn load(env: &Env, proxy: &Proxy, faults: bool) -> Result<OpenLoopResult, String> {
+/// The benign load, with traps and loops mixed in as asked.
+fn load(env: &Env, proxy: &Proxy, traps: bool, loops: bool) -> Result<OpenLoopResult, String> {
     let host = proxy.addr.to_string();
     let headers = request_headers();
-    let alternates = if faults {
-        vec![
-            Alternate {
-                every: EVERY,
-                offset: TRAP_AT,
-                request: client::request("GET", "/trap/", &host, &headers, b""),
-            },
-            Alternate {
-                every: EVERY,
-                offset: LOOP_AT,
-                request: client::request("GET", "/loop/", &host, &headers, b""),
-            },
-        ]
-    } else {
-        Vec::new()
-    };
+    let mut alternates = Vec::new();
+    if traps {
+        alternates.push(Alternate {
+            every: EVERY,
+            offset: TRAP_AT,
+            request: client::request("GET", "/trap/", &host, &headers, b""),
+        });
+    }
+    if loops {
+        alternates.push(Alternate {
+            every: EVERY,
+            offset: LOOP_AT,
+            request: client::request("GET", "/loop/", &host, &headers, b""),
+        });
+    }
     let spec = OpenLoop {
         addr: proxy.addr,
         request: client::request("GET", "/r3/", &host, &headers, b""),
@@ -122,13 +122,15 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     let yaml = wasmgate_yaml(env, &filters, &routes);
     let mut proxy = Proxy::start(env, "e5-wasmgate", &yaml)?;
     log(format!("E-5: clean run at {:.0} req/s", env.opts.e5_rate));
-    let clean = load(env, &proxy, false)?;
+    let clean = load(env, &proxy, false, false)?;
     let before = Counters::of(&proxy.metrics()?);
     log("E-5: the same with 1 % traps and 1 % loops");
-    let faulty = load(env, &proxy, true)?;
+    let faulty = load(env, &proxy, true, true)?;
     let after = Counters::of(&proxy.metrics()?);
     log("E-5: clean again");
-    let clean2 = load(env, &proxy, false)?;
+    let clean2 = load(env, &proxy, false, false)?;
+    log("E-5: traps only");
+    let traps_only = load(env, &proxy, true, false)?;
     let alive = proxy.alive();
     let d = after.minus(before);
     let traps = &faulty.alternates[0];
@@ -168,8 +170,9 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     );
     for (name, r) in [
         ("clean", &clean),
-        ("with faults", &faulty),
+        ("with 1 % traps + 1 % loops", &faulty),
         ("clean again", &clean2),
+        ("with 1 % traps only", &traps_only),
     ] {
         let _ = writeln!(
             b,
@@ -185,9 +188,12 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     }
     let _ = writeln!(
         b,
-        "\nBenign p99 with faults ÷ clean: **{}** (÷ the second clean run: {}).\n",
+        "\nBenign p99 with faults ÷ clean: **{}** (÷ the second clean run: {}). With traps \
+         only (no loops): {} of the first clean run, {} benign errors.\n",
         ratio(faulty.latency_us(0.99), clean.latency_us(0.99)),
         ratio(faulty.latency_us(0.99), clean2.latency_us(0.99)),
+        ratio(traps_only.latency_us(0.99), clean.latency_us(0.99)),
+        traps_only.errors + traps_only.non_2xx,
     );
     let statuses = |a: &crate::loadgen::AlternateResult| {
         let mut s: Vec<String> = a
@@ -234,13 +240,14 @@ fn measure(env: &mut Env) -> Result<Section, String> {
         title: TITLE,
         expected: EXPECTED,
         summary: format!(
-            "{:.0} req/s, {} traps + {} loops injected: benign errors {benign_errors}; benign p99 {} vs {} clean ({}); counted: trap {} + backoff {} of {}, deadline {} + backoff {} of {} ({})",
+            "{:.0} req/s, {} traps + {} loops injected: benign errors {benign_errors}; benign p99 {} vs {} clean ({}; traps only: {}); counted: trap {} + backoff {} of {}, deadline {} + backoff {} of {} ({})",
             env.opts.e5_rate,
             traps.scheduled,
             loops.scheduled,
             ms(faulty.latency_us(0.99)),
             ms(clean.latency_us(0.99)),
             ratio(faulty.latency_us(0.99), clean.latency_us(0.99)),
+            ratio(traps_only.latency_us(0.99), clean.latency_us(0.99)),
             d.trap_failures,
             d.trapper_unavailable,
             injected_traps,

@@ -87,6 +87,9 @@ impl Section {
     }
 }
 
+/// A case: runs against the shared environment and says what it found.
+type Case = fn(&mut Env) -> Section;
+
 /// What the cases share: the options, the upstream, and the maximum rate once measured.
 #[derive(Debug)]
 pub struct Env {
@@ -289,7 +292,7 @@ pub fn run(opts: Options) -> Result<PathBuf, String> {
         max_rps: None,
     };
     let wanted = |id: &str| env.opts.only.is_empty() || env.opts.only.iter().any(|o| o == id);
-    let cases: [(&str, fn(&mut Env) -> Section); 5] = [
+    let cases: [(&str, Case); 5] = [
         ("E-1", sustained::run),
         ("E-2", conns::run),
         ("E-3", bodies::run),
