@@ -188,7 +188,7 @@ fn measure(env: &mut Env) -> Result<Section, String> {
     );
     let _ = writeln!(
         b,
-        "| Phase | Requests | Answers | Faults | VM rebuilds | After: RSS | After: VmSize |\n|---|---|---|---|---|---|---|\n\
+        "| Phase | Requests | Answers | Faults | VM rebuilds | After: RSS | After: VmSize (change from start) |\n|---|---|---|---|---|---|---|\n\
          | start | | | | | {} | {} |",
         mib(m0.rss),
         gib(m0.size)
@@ -197,9 +197,10 @@ fn measure(env: &mut Env) -> Result<Section, String> {
         |b: &mut String, name: &str, reqs: String, answers: String, f: f64, r: f64, m: Memory| {
             let _ = writeln!(
                 b,
-                "| {name} | {reqs} | {answers} | {f} | {r} | {} | {} |",
+                "| {name} | {reqs} | {answers} | {f} | {r} | {} | {} ({:+.1} MiB) |",
                 mib(m.rss),
-                gib(m.size)
+                gib(m.size),
+                (m.size as f64 - m0.size as f64) / 1024.0
             );
         };
     row(
