@@ -337,3 +337,29 @@ async fn run_async(spec: &OpenLoop) -> std::io::Result<OpenLoopResult> {
 fn capacity_hint(duration: Duration, rate: f64) -> usize {
     (duration.as_secs_f64() * rate).min(50_000_000.0) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternates_take_their_places_in_the_schedule() {
+        let alt = |every, offset| Alternate {
+            every,
+            offset,
+            request: Vec::new(),
+        };
+        let mix = [alt(100, 37), alt(100, 87), alt(0, 0)];
+        assert_eq!(pick(&mix, 37), 1);
+        assert_eq!(pick(&mix, 137), 1);
+        assert_eq!(pick(&mix, 87), 2);
+        assert_eq!(pick(&mix, 0), 0);
+        assert_eq!(pick(&mix, 36), 0);
+        let mut r = AlternateResult::default();
+        r.record(Some(503), Duration::from_millis(2));
+        r.record(Some(503), Duration::from_millis(5));
+        r.record(None, Duration::from_millis(1));
+        assert_eq!((r.count(503), r.answered(), r.errors), (2, 2, 1));
+        assert_eq!(r.max_latency_ns, 5_000_000);
+    }
+}
