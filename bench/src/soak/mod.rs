@@ -318,6 +318,16 @@ pub fn run(opts: Options) -> Result<PathBuf, String> {
     Ok(env.opts.out.clone())
 }
 
+/// Generator lag (p99) above which a run's latency says more about the machine than about the
+/// proxy: the load generator could not send on time (its CPU was taken, or every connection
+/// was busy). Latency verdicts built on such a run are left undecided.
+pub const LAG_LIMIT_US: f64 = 10_000.0;
+
+/// Whether the generator kept to its schedule in `r` (lag p99 under [`LAG_LIMIT_US`]).
+pub fn on_time(r: &crate::loadgen::OpenLoopResult) -> bool {
+    r.lag_us(0.99).is_some_and(|lag| lag <= LAG_LIMIT_US)
+}
+
 /// `new / old` as "1.23×", or "n/a".
 pub fn ratio(new: Option<f64>, old: Option<f64>) -> String {
     match (new, old) {

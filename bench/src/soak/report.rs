@@ -53,7 +53,7 @@ pub fn render(env: &Env, sections: &[Section], started: &str, load_before: &str)
         let met = match s.met {
             Some(true) => "yes",
             Some(false) => "**no**",
-            None => "not run",
+            None => "undecided",
         };
         let _ = writeln!(
             t,
