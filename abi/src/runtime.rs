@@ -22,6 +22,9 @@ pub struct RuntimeConfig {
     pub pooling: bool,
     /// The epoch period: the granularity of callback deadlines.
     pub epoch_tick: Duration,
+    /// Compile guest code with epoch checks, which is what enforces callback deadlines. Off
+    /// only to measure what the checks cost: a looping guest is then never interrupted.
+    pub epoch_interruption: bool,
     /// Largest module accepted, in bytes: compilation cost grows with size.
     pub max_module_bytes: usize,
     /// Longest a module may take to compile before it is refused (a compile bomb).
@@ -36,6 +39,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("max_vms", &self.max_vms)
             .field("pooling", &self.pooling)
             .field("epoch_tick", &self.epoch_tick)
+            .field("epoch_interruption", &self.epoch_interruption)
             .field("max_module_bytes", &self.max_module_bytes)
             .field("compile_timeout", &self.compile_timeout)
             .finish_non_exhaustive()
@@ -48,6 +52,7 @@ impl Default for RuntimeConfig {
             max_vms: 256,
             pooling: true,
             epoch_tick: Duration::from_millis(2),
+            epoch_interruption: true,
             max_module_bytes: 64 << 20,
             compile_timeout: Duration::from_secs(60),
             log: Arc::new(TracingLog),
@@ -157,7 +162,7 @@ impl Runtime {
 
 fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
     let mut c = Config::new();
-    c.epoch_interruption(true);
+    c.epoch_interruption(config.epoch_interruption);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(config.max_vms)

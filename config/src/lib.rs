@@ -55,7 +55,10 @@ mod testing;
 use std::path::PathBuf;
 
 pub use error::{Error, Errors, Location};
-pub use model::{Config, Filter, Limits, Protocol, Route, TlsListener, Upstream, WasmSource};
+pub use model::{
+    ClientLimits, Config, DEFAULT_MAX_PAUSED_STREAMS, Filter, Limits, Protocol, Route, TlsListener,
+    Upstream, UpstreamTimeouts, WasmSource,
+};
 pub use parse::{load, parse};
 
 /// What the caller knows that the file cannot say.

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::Location;
 
@@ -34,7 +35,53 @@ pub struct Config {
     pub listen_tls: Vec<TlsListener>,
     /// Default limits of every filter (`limits:`); unset values are the host's defaults.
     pub limits: Limits,
+    /// Limits on client connections and requests (`client:`).
+    pub client: ClientLimits,
+    /// Streams a filter may hold paused at once, across the process (`max_paused_streams:`),
+    /// 1..=1000000; default [`DEFAULT_MAX_PAUSED_STREAMS`]. Past it a pause is answered 503.
+    pub max_paused_streams: usize,
 }
+
+/// Limits on what a client may send and how long it may take (`client:`). Every field has a
+/// default; see each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Time to receive a whole request header block (`header_timeout_ms`), 100..=600000;
+    /// default 10000. Counted from the accept (after TLS) for a connection's first request and
+    /// from the first byte of each later one.
+    pub header_timeout_ms: u64,
+    /// Bytes of a request header block, request line and final empty line included
+    /// (`max_header_bytes`), 1024..=524288; default 65536.
+    pub max_header_bytes: u64,
+    /// Header fields in one request (`max_headers`), 1..=256; default 100.
+    pub max_headers: u64,
+    /// Longest wait for the next bytes of a request body (`body_timeout_ms`), 100..=3600000;
+    /// default 60000.
+    pub body_timeout_ms: u64,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive once
+    /// `body_timeout_ms` has passed since its first bytes (`body_min_rate`), 0..=1000000000;
+    /// 0 = no minimum; default 500.
+    pub body_min_rate: u64,
+    /// How long an idle client connection is kept for another request (`keepalive_timeout_ms`),
+    /// 0..=3600000; 0 = HTTP/1 connections close after each response; default 60000.
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            body_timeout_ms: 60_000,
+            body_min_rate: 500,
+            keepalive_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// The default of [`Config::max_paused_streams`].
+pub const DEFAULT_MAX_PAUSED_STREAMS: usize = 4096;
 
 /// A TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +137,35 @@ pub struct Upstream {
     pub endpoints: Vec<String>,
     /// `protocol:`; default HTTP/1.1.
     pub protocol: Protocol,
+    /// How long the proxy waits on it.
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// How long the proxy waits on an upstream before giving up on a request (504, or the
+/// response cut once it has started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Establishing a connection (`connect_timeout_ms`), 1..=600000; default 5 s.
+    pub connect: Duration,
+    /// Each read: the wait for the response headers and between two pieces of the body
+    /// (`read_timeout_ms`), 1..=86400000; default 60 s.
+    pub read: Duration,
+    /// Each write of the request (`write_timeout_ms`), 1..=86400000; default 60 s.
+    pub write: Duration,
+    /// The whole response, from when the upstream is picked to its last byte
+    /// (`response_timeout_ms`), 1..=86400000; default none (streams may last).
+    pub response: Option<Duration>,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            response: None,
+        }
+    }
 }
 
 /// Where a filter's wasm module comes from.

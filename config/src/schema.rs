@@ -37,6 +37,30 @@ pub(crate) struct RawConfig {
     /// Default limits of every filter; default the host's.
     #[serde(default)]
     pub(crate) limits: Option<RawLimits>,
+    /// Limits on what clients send; default the proxy's.
+    #[serde(default)]
+    pub(crate) client: Option<RawClient>,
+    /// Streams held paused at once; default 4096.
+    #[serde(default)]
+    pub(crate) max_paused_streams: Option<i64>,
+}
+
+/// `client:`: limits on client connections and requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a client limits mapping")]
+pub(crate) struct RawClient {
+    #[serde(default)]
+    pub(crate) header_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) max_header_bytes: Option<i64>,
+    #[serde(default)]
+    pub(crate) max_headers: Option<i64>,
+    #[serde(default)]
+    pub(crate) body_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) body_min_rate: Option<i64>,
+    #[serde(default)]
+    pub(crate) keepalive_timeout_ms: Option<i64>,
 }
 
 /// One item of `listen_tls:`.
@@ -74,6 +98,15 @@ pub(crate) struct RawUpstream {
     /// `http1` or `http2`; default `http1`.
     #[serde(default)]
     pub(crate) protocol: Option<String>,
+    /// Timeouts in milliseconds; defaults in `UpstreamTimeouts`.
+    #[serde(default)]
+    pub(crate) connect_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) read_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) write_timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub(crate) response_timeout_ms: Option<i64>,
 }
 
 /// One item of the top-level `filters:` list.

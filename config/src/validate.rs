@@ -4,12 +4,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::model::{Limits, Protocol, TlsListener};
+use crate::model::{
+    ClientLimits, DEFAULT_MAX_PAUSED_STREAMS, Limits, Protocol, TlsListener, UpstreamTimeouts,
+};
 use crate::positions::child;
 use crate::problem::Problem;
 use crate::report::Report;
-use crate::schema::{RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener, RawUpstream};
+use crate::schema::{
+    RawClient, RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener, RawUpstream,
+};
 use crate::syntax::{check_endpoint, check_host_pattern, is_name};
 use crate::{Config, Errors, Filter, ParseOptions, Route, Upstream, WasmSource};
 
@@ -45,6 +50,10 @@ pub(crate) fn validate(
         .limits
         .map(|l| limits(&l, "limits", &mut report))
         .unwrap_or_default();
+    let client = raw
+        .client
+        .map(|c| client(&c, &mut report))
+        .unwrap_or_default();
     let filters: Vec<Filter> = raw
         .filters
         .unwrap_or_default()
@@ -62,6 +71,18 @@ pub(crate) fn validate(
         .upgrade_sock
         .as_deref()
         .and_then(|s| upgrade_sock(s, base, &mut report));
+    let max_paused_streams = raw
+        .max_paused_streams
+        .map_or(Some(DEFAULT_MAX_PAUSED_STREAMS), |n| {
+            let n = ranged(
+                "max_paused_streams",
+                "max_paused_streams",
+                n,
+                (1, 1_000_000),
+                &mut report,
+            )?;
+            usize::try_from(n).ok()
+        });
     report.finish()?;
     Ok(Config {
         source: source.to_path_buf(),
@@ -75,7 +96,61 @@ pub(crate) fn validate(
         upgrade_sock,
         listen_tls,
         limits,
+        client,
+        max_paused_streams: max_paused_streams.unwrap_or(DEFAULT_MAX_PAUSED_STREAMS),
     })
+}
+
+/// `client:`, each value within its range; a value out of range is reported and replaced by
+/// its default.
+fn client(raw: &RawClient, report: &mut Report<'_>) -> ClientLimits {
+    let defaults = ClientLimits::default();
+    let mut check = |name: &'static str, value: Option<i64>, min: i64, max: i64, default: u64| {
+        value
+            .and_then(|v| ranged(&format!("client.{name}"), name, v, (min, max), report))
+            .unwrap_or(default)
+    };
+    ClientLimits {
+        header_timeout_ms: check(
+            "header_timeout_ms",
+            raw.header_timeout_ms,
+            100,
+            600_000,
+            defaults.header_timeout_ms,
+        ),
+        // Pingora refuses a header block over 1 MiB whatever we say; half that leaves room
+        // for the body bytes read along with the header.
+        max_header_bytes: check(
+            "max_header_bytes",
+            raw.max_header_bytes,
+            1024,
+            512 * 1024,
+            defaults.max_header_bytes,
+        ),
+        // Pingora's HTTP/1 parser stops at 256 headers.
+        max_headers: check("max_headers", raw.max_headers, 1, 256, defaults.max_headers),
+        body_timeout_ms: check(
+            "body_timeout_ms",
+            raw.body_timeout_ms,
+            100,
+            3_600_000,
+            defaults.body_timeout_ms,
+        ),
+        body_min_rate: check(
+            "body_min_rate",
+            raw.body_min_rate,
+            0,
+            1_000_000_000,
+            defaults.body_min_rate,
+        ),
+        keepalive_timeout_ms: check(
+            "keepalive_timeout_ms",
+            raw.keepalive_timeout_ms,
+            0,
+            3_600_000,
+            defaults.keepalive_timeout_ms,
+        ),
+    }
 }
 
 /// One `listen_tls:` item: an address and readable certificate and key files.
@@ -107,26 +182,50 @@ fn tls_listener(
 /// A `limits:` mapping, each value within its range.
 fn limits(raw: &RawLimits, key: &str, report: &mut Report<'_>) -> Limits {
     let mut check = |name: &'static str, value: Option<i64>, min: i64, max: i64| {
-        let value = value?;
-        if value < min || value > max {
-            report.add(
-                &format!("{key}.{name}"),
-                Problem::Limit {
-                    name,
-                    value,
-                    min,
-                    max,
-                },
-            );
-            return None;
-        }
-        u64::try_from(value).ok()
+        ranged(&format!("{key}.{name}"), name, value?, (min, max), report)
     };
     Limits {
         callback_deadline_ms: check("callback_deadline_ms", raw.callback_deadline_ms, 1, 60_000),
         max_memory_bytes: check("max_memory_bytes", raw.max_memory_bytes, 1 << 20, 4 << 30),
         max_body_bytes: check("max_body_bytes", raw.max_body_bytes, 0, 1 << 30),
         compile_timeout_ms: check("compile_timeout_ms", raw.compile_timeout_ms, 1, 600_000),
+    }
+}
+
+/// `value` if it is within `min..=max`; otherwise reported at `key`.
+fn ranged(
+    key: &str,
+    name: &'static str,
+    value: i64,
+    (min, max): (i64, i64),
+    report: &mut Report<'_>,
+) -> Option<u64> {
+    if value < min || value > max {
+        let problem = Problem::Limit {
+            name,
+            value,
+            min,
+            max,
+        };
+        report.add(key, problem);
+        return None;
+    }
+    u64::try_from(value).ok()
+}
+
+/// An upstream's `*_timeout_ms` keys, over the defaults.
+fn timeouts(raw: &RawUpstream, key: &str, report: &mut Report<'_>) -> UpstreamTimeouts {
+    const DAY_MS: i64 = 86_400_000;
+    let mut ms = |name: &'static str, value: Option<i64>, max: i64| {
+        ranged(&format!("{key}.{name}"), name, value?, (1, max), report).map(Duration::from_millis)
+    };
+    let defaults = UpstreamTimeouts::default();
+    UpstreamTimeouts {
+        connect: ms("connect_timeout_ms", raw.connect_timeout_ms, 600_000)
+            .unwrap_or(defaults.connect),
+        read: ms("read_timeout_ms", raw.read_timeout_ms, DAY_MS).unwrap_or(defaults.read),
+        write: ms("write_timeout_ms", raw.write_timeout_ms, DAY_MS).unwrap_or(defaults.write),
+        response: ms("response_timeout_ms", raw.response_timeout_ms, DAY_MS).or(defaults.response),
     }
 }
 
@@ -243,10 +342,12 @@ fn upstreams(raw: Vec<(String, RawUpstream)>, report: &mut Report<'_>) -> Vec<Up
                 Protocol::Http1
             }
         };
+        let timeouts = timeouts(&up, &key, report);
         out.push(Upstream {
             name,
             protocol,
             endpoints: up.endpoints,
+            timeouts,
         });
     }
     out

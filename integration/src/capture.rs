@@ -92,6 +92,11 @@ impl Capture {
             .unwrap_or_default()
     }
 
+    /// How many connections it accepted.
+    pub fn connections(&self) -> usize {
+        self.seen.lock().map(|s| s.raw.len()).unwrap_or(0)
+    }
+
     /// Every byte received on connection `conn`.
     pub fn raw(&self, conn: usize) -> Vec<u8> {
         self.seen

@@ -108,7 +108,14 @@ impl Proxy {
             if let Ok(Some(_)) = proxy.child.try_wait() {
                 return Err(proxy.log());
             }
-            if TcpStream::connect(addr).is_ok() && TcpStream::connect(admin).is_ok() {
+            // Another process may have taken a port after `free_port` gave it: a connection
+            // that succeeds is not enough, the socket listening there must be ours.
+            let pid = proxy.child.id();
+            if TcpStream::connect(addr).is_ok()
+                && TcpStream::connect(admin).is_ok()
+                && listens_on(pid, addr.port())
+                && listens_on(pid, admin.port())
+            {
                 return Ok(proxy);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -288,6 +295,39 @@ fn proc_status_number(pid: u32, field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (from `/proc`: the
+/// socket inodes of its descriptors, against `/proc/net/tcp`). True when `/proc` cannot tell.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let local = format!("0100007F:{port:04X}");
+    // Columns: sl, local_address, rem_address, st, ..., inode (the 10th); st 0A = LISTEN.
+    let inodes: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A"))
+                .then(|| cols.get(9).copied())?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .any(|inode| inodes.contains(&inode.as_str()))
 }
 
 /// SIGINT, then SIGKILL if it is still running 5 s later.

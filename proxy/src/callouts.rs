@@ -23,8 +23,8 @@ use crate::generation::Upstream;
 
 /// Largest callout response body kept; a larger one fails the call.
 const MAX_RESPONSE_BODY: usize = 8 << 20;
-/// Bounds for a call with no timeout of its own.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound for a call with no timeout of its own (connecting is bounded by the upstream's
+/// `connect_timeout_ms`).
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle callout connection stays pooled.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,7 +121,7 @@ impl CalloutHandler for Callouts {
                 .ok_or_else(|| CalloutError::Failed("the upstream has no endpoint".into()))?;
             let mut peer = HttpPeer::new(backend, false, String::new());
             let io = request.timeout.unwrap_or(IO_TIMEOUT);
-            peer.options.connection_timeout = Some(CONNECT_TIMEOUT.min(io));
+            peer.options.connection_timeout = Some(upstream.timeouts.connect.min(io));
             peer.options.read_timeout = Some(io);
             peer.options.write_timeout = Some(io);
             let header = request_header(&request)?;

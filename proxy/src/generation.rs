@@ -77,6 +77,7 @@ pub struct Upstream {
     pub balancer: LoadBalancer<RoundRobin>,
     /// Speak HTTP/2 (prior knowledge) to it.
     pub http2: bool,
+    pub timeouts: wasmgate_config::UpstreamTimeouts,
 }
 
 impl fmt::Debug for Upstream {
@@ -265,6 +266,7 @@ pub fn build_from(
                 name: u.name.clone(),
                 balancer,
                 http2: u.protocol == wasmgate_config::Protocol::Http2,
+                timeouts: u.timeouts,
             }),
         );
     }

@@ -425,27 +425,36 @@ impl Reloader {
             warnings: Vec::new(),
             error: None,
         };
-        match self.prepare(&current, &mut outcome) {
+        let next = match self.prepare(&current, &mut outcome) {
             Ok(None) => {
                 outcome.result = ReloadResult::Unchanged;
                 outcome.filters = reports(&current, true);
+                None
             }
             Ok(Some(next)) => {
                 outcome.result = ReloadResult::Ok;
                 outcome.generation = next.id;
                 outcome.filters = reports(&next, false);
-                remember(&mut self.recent.lock(), &next);
-                let replaced = self.state.current.swap(Arc::new(next));
-                self.retired.lock().push(replaced);
+                Some(next)
             }
-            Err(message) => outcome.error = Some(message),
-        }
+            Err(message) => {
+                outcome.error = Some(message);
+                None
+            }
+        };
         drop(current);
         outcome.duration = started.elapsed();
         outcome.finished_at = SystemTime::now();
+        // Recorded before the swap: whoever is served by the new generation also finds its
+        // outcome in `GET /config`, the metrics and the log.
         self.record(&outcome);
-        self.reap();
         *self.last.lock() = Some(outcome.clone());
+        if let Some(next) = next {
+            remember(&mut self.recent.lock(), &next);
+            let replaced = self.state.current.swap(Arc::new(next));
+            self.retired.lock().push(replaced);
+        }
+        self.reap();
         outcome
     }
 

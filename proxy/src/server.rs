@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -148,12 +149,26 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
         tracing::info!("upgrade: took over the listening sockets");
     }
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
         WasmGate {
             state: state.clone(),
         },
-        "wasmgate proxy",
+    );
+    // Plaintext listeners also take HTTP/2 with prior knowledge (h2c); the HTTP/1.1
+    // `Upgrade: h2c` dance is never honoured.
+    let mut server_options = pingora::apps::HttpServerOptions::default();
+    server_options.h2c = true;
+    if config.client.keepalive_timeout_ms > 0 {
+        server_options.h2_idle_timeout =
+            Some(Duration::from_millis(config.client.keepalive_timeout_ms));
+    }
+    app.server_options = Some(server_options);
+    app.h2_options = Some(crate::client::h2_options(&config.client));
+    // Every connection goes through the client limits (`client:`) before Pingora's parser.
+    let mut proxy = Service::new(
+        "wasmgate proxy".into(),
+        crate::client::Guarded::new(app, state.clone()),
     );
     for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
@@ -169,13 +184,6 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
         settings.enable_h2();
         proxy.add_tls_with_settings(&tls.address.to_string(), None, settings);
         tracing::info!(addr = %tls.address, "proxy listening (TLS: HTTP/1.1 and HTTP/2 by ALPN)");
-    }
-    if let Some(app) = proxy.app_logic_mut() {
-        // Plaintext listeners also take HTTP/2 with prior knowledge (h2c); the HTTP/1.1
-        // `Upgrade: h2c` dance is never honoured.
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
     }
     server.add_service(proxy);
 

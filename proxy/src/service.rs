@@ -22,12 +22,15 @@ use wasmgate_abi::{ChainStream, HttpStream, LocalReply, StreamInfo, Verdict};
 use crate::generation::Generation;
 use crate::headers;
 use crate::metrics::{self, RequestCounters};
+use crate::pause::{PausedStreams, Stall, settle, settle_watching};
 
 /// Shared by every request: the current generation and the request counters.
 #[derive(Debug)]
 pub struct State {
     pub current: ArcSwap<Generation>,
     pub counters: RequestCounters,
+    /// Streams filters hold paused, bounded by `max_paused_streams`.
+    pub paused: PausedStreams,
     next_stream_id: AtomicU64,
 }
 
@@ -36,6 +39,7 @@ impl State {
         Arc::new(State {
             current: ArcSwap::from_pointee(generation),
             counters: RequestCounters::new(),
+            paused: PausedStreams::new(),
             next_stream_id: AtomicU64::new(1),
         })
     }
@@ -99,15 +103,13 @@ pub struct RequestCtx {
     /// The status sent downstream, for metrics.
     status: u16,
     started: Instant,
+    /// The request body's rate, for `client.body_min_rate`.
+    body_clock: crate::client::BodyClock,
+    /// When the upstream's response must be complete (`response_timeout_ms`), if ever.
+    deadline: Option<Instant>,
+    /// A filter saw the request body, or the response: a retry would show it to them twice.
+    filtered: bool,
 }
-
-/// Upstream timeouts. Pingora's default is none at all, which lets a silent upstream hold a
-/// request forever.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const UPSTREAM_IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a filter may keep a request paused (waiting on something of its own) before the
-/// proxy gives up on it.
-const PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn plain(status: u16, body: &'static str) -> Replacement {
     let mut header = ResponseHeader::build(status, Some(2)).expect("a valid status");
@@ -128,6 +130,21 @@ fn filter_timed_out() -> Replacement {
         504,
         "504 Gateway Timeout: a filter paused the request too long\n",
     )
+}
+
+fn stalled(stall: Stall) -> Replacement {
+    match stall {
+        // `Left` has no one to answer; only `request_filter` watches for it.
+        Stall::TimedOut | Stall::Left => filter_timed_out(),
+        Stall::Overloaded => plain(
+            503,
+            "503 Service Unavailable: too many requests held by filters\n",
+        ),
+    }
+}
+
+fn upstream_timed_out() -> Replacement {
+    plain(504, "504 Gateway Timeout\n")
 }
 
 fn too_large() -> Replacement {
@@ -250,28 +267,6 @@ impl LogLimit {
     }
 }
 
-/// Waits out pauses: while a filter holds the stream, wait until something resumes it.
-/// `None` if it stays paused past the timeout.
-async fn settle(
-    chain: &mut ChainStream,
-    mut verdict: Verdict,
-    mut data: Bytes,
-) -> Option<(Verdict, Bytes)> {
-    while let Verdict::Paused { filter } = verdict {
-        if !chain.wait(PAUSE_TIMEOUT).await {
-            let name = &chain.chain().filters()[filter].plugin().info().name;
-            tracing::warn!(filter = %name, "filter kept the stream paused past {PAUSE_TIMEOUT:?}");
-            return None;
-        }
-        let (v, more) = chain.resume();
-        verdict = v;
-        if !more.is_empty() {
-            data = more;
-        }
-    }
-    Some((verdict, data))
-}
-
 /// The `content-length` of a message, when it has one and no `transfer-encoding`.
 fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
@@ -339,7 +334,18 @@ impl ProxyHttp for WasmGate {
             response: Framing::default(),
             status: 0,
             started: Instant::now(),
+            body_clock: Default::default(),
+            deadline: None,
+            filtered: false,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::client::on_request_header(session, &ctx.generation.config.client)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -360,12 +366,26 @@ impl ProxyHttp for WasmGate {
         stream.set_cluster_name(generation.routes[index].upstream.name.clone());
         ctx.request.ended = session.is_body_empty();
         let mut chain = ChainStream::new(chain, stream);
+        let limit = generation.config.max_paused_streams;
+        let paused = &self.state.paused;
         let verdict = chain.on_request_headers(ctx.request.ended);
-        let settled = settle(&mut chain, verdict, Bytes::new()).await;
+        let settled = if ctx.request.ended {
+            settle_watching(session, &mut chain, verdict, paused, limit).await
+        } else {
+            settle(&mut chain, verdict, Bytes::new(), paused, limit).await
+        };
         report(&mut chain);
         let reply = match settled {
-            None => filter_timed_out(),
-            Some((Verdict::Continue, _)) => {
+            Err(Stall::Left) => {
+                ctx.chain = Some(chain);
+                ctx.reset = true;
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the client left while a filter held its request",
+                ));
+            }
+            Err(stall) => stalled(stall),
+            Ok((Verdict::Continue, _)) => {
                 let applied = headers::apply_request(
                     &mut chain.stream_mut().request_headers,
                     session.req_header_mut(),
@@ -374,29 +394,29 @@ impl ProxyHttp for WasmGate {
                 ctx.chain = Some(chain);
                 return Ok(false);
             }
-            Some((Verdict::LocalReply(reply), _)) => {
+            Ok((Verdict::LocalReply(reply), _)) => {
                 chain
                     .stream_mut()
                     .set_response_code_details(reply.details.clone());
                 // The response callbacks see the local reply, as in Envoy.
                 let verdict = chain.on_response_headers(reply.body.is_empty());
-                let settled = settle(&mut chain, verdict, Bytes::new()).await;
+                let settled = settle(&mut chain, verdict, Bytes::new(), paused, limit).await;
                 report(&mut chain);
                 match settled {
-                    None => filter_timed_out(),
-                    Some((Verdict::Close, _)) => {
+                    Err(stall) => stalled(stall),
+                    Ok((Verdict::Close, _)) => {
                         ctx.chain = Some(chain);
                         ctx.reset = true;
                         return Err(closed());
                     }
-                    Some((Verdict::Failed { .. }, _)) => filter_failed(),
-                    Some(_) => local_reply(&chain, reply),
+                    Ok((Verdict::Failed { .. }, _)) => filter_failed(),
+                    Ok(_) => local_reply(&chain, reply),
                 }
             }
-            Some((Verdict::Failed { .. }, _)) => filter_failed(),
-            Some((Verdict::TooLarge { .. }, _)) => too_large(),
-            Some((Verdict::Paused { .. }, _)) => filter_timed_out(),
-            Some((Verdict::Close, _)) => {
+            Ok((Verdict::Failed { .. }, _)) => filter_failed(),
+            Ok((Verdict::TooLarge { .. }, _)) => too_large(),
+            Ok((Verdict::Paused { .. }, _)) => filter_timed_out(),
+            Ok((Verdict::Close, _)) => {
                 ctx.chain = Some(chain);
                 ctx.reset = true;
                 return Err(closed());
@@ -427,9 +447,21 @@ impl ProxyHttp for WasmGate {
             // HTTP/2 with prior knowledge (h2c).
             peer.options.set_http_version(2, 2);
         }
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.read_timeout = Some(UPSTREAM_IO_TIMEOUT);
-        peer.options.write_timeout = Some(UPSTREAM_IO_TIMEOUT);
+        // Pingora's defaults are no timeouts at all, which lets a silent upstream hold a
+        // request forever.
+        let timeouts = route.upstream.timeouts;
+        peer.options.connection_timeout = Some(timeouts.connect);
+        // A response that must be whole within `response` cannot wait longer for its head.
+        peer.options.read_timeout = Some(
+            timeouts
+                .response
+                .map_or(timeouts.read, |r| r.min(timeouts.read)),
+        );
+        peer.options.write_timeout = Some(timeouts.write);
+        // A retry picks a peer again: the deadline counts from the first pick.
+        if ctx.deadline.is_none() {
+            ctx.deadline = timeouts.response.map(|d| Instant::now() + d);
+        }
         Ok(Box::new(peer))
     }
 
@@ -461,18 +493,23 @@ impl ProxyHttp for WasmGate {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let n = body.as_ref().map_or(0, Bytes::len);
+        crate::client::on_body_chunk(&mut ctx.body_clock, n, &ctx.generation.config.client)?;
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(());
         };
         if ctx.request.ended {
             return Ok(());
         }
+        let limit = ctx.generation.config.max_paused_streams;
+        let paused = &self.state.paused;
         let chunk = body.take().unwrap_or_default();
+        ctx.filtered = true;
         let (verdict, data) = chain.on_request_body(chunk, end_of_stream);
-        let settled = settle(chain, verdict, data).await;
+        let settled = settle(chain, verdict, data, paused, limit).await;
         report(chain);
         let replacement = match settled {
-            Some((Verdict::Continue, data)) => {
+            Ok((Verdict::Continue, data)) => {
                 if let Err(why) = ctx.request.send(data.len(), end_of_stream) {
                     tracing::error!("request failed: {why}");
                     ctx.replacement = Some(internal_error());
@@ -485,35 +522,57 @@ impl ProxyHttp for WasmGate {
                 *body = Some(data);
                 return Ok(());
             }
-            Some((Verdict::LocalReply(reply), _)) => {
+            Ok((Verdict::LocalReply(reply), _)) => {
                 let verdict = chain.on_response_headers(reply.body.is_empty());
-                let settled = settle(chain, verdict, Bytes::new()).await;
+                let settled = settle(chain, verdict, Bytes::new(), paused, limit).await;
                 report(chain);
                 match settled {
-                    None => filter_timed_out(),
-                    Some((Verdict::Close, _)) => {
+                    Err(stall) => stalled(stall),
+                    Ok((Verdict::Close, _)) => {
                         ctx.reset = true;
                         return Err(closed());
                     }
-                    Some((Verdict::Failed { .. }, _)) => filter_failed(),
-                    Some(_) => local_reply(chain, reply),
+                    Ok((Verdict::Failed { .. }, _)) => filter_failed(),
+                    Ok(_) => local_reply(chain, reply),
                 }
             }
-            Some((Verdict::Close, _)) => {
+            Ok((Verdict::Close, _)) => {
                 ctx.reset = true;
                 return Err(closed());
             }
-            Some((Verdict::TooLarge { filter }, _)) => {
+            Ok((Verdict::TooLarge { filter }, _)) => {
                 tracing::warn!(filter = %filter, "request body over the filter's buffer limit");
                 too_large()
             }
-            Some((Verdict::Failed { .. }, _)) => filter_failed(),
-            None | Some((Verdict::Paused { .. }, _)) => filter_timed_out(),
+            Ok((Verdict::Failed { .. }, _)) => filter_failed(),
+            Err(stall) => stalled(stall),
+            Ok((Verdict::Paused { .. }, _)) => filter_timed_out(),
         };
         // The upstream has part of the request: Pingora's error path answers the client with
         // our response and never reuses that upstream connection.
         ctx.replacement = Some(replacement);
         Err(replaced())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Pingora 0.9.1 refuses a 101 only when the client and the upstream request disagree
+        // on the upgrade; a 101 to a request that asked for none would open a tunnel that
+        // bypasses the filters, and make the client read what follows as another protocol.
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !session.is_upgrade_req()
+        {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "the upstream answered 101 to a request that asked for no upgrade",
+            )
+            .into_up());
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -522,9 +581,16 @@ impl ProxyHttp for WasmGate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            ctx.replacement = Some(upstream_timed_out());
+            return Err(replaced());
+        }
+        let limit = ctx.generation.config.max_paused_streams;
+        let paused = &self.state.paused;
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(());
         };
+        ctx.filtered = true;
         chain.stream_mut().response_headers = headers::capture_response(upstream_response);
         let status = upstream_response.status.as_u16();
         ctx.response.ended = session.req_header().method == http::Method::HEAD
@@ -532,10 +598,10 @@ impl ProxyHttp for WasmGate {
             || status == 304
             || announced_length(&upstream_response.headers) == Some(0);
         let verdict = chain.on_response_headers(ctx.response.ended);
-        let settled = settle(chain, verdict, Bytes::new()).await;
+        let settled = settle(chain, verdict, Bytes::new(), paused, limit).await;
         report(chain);
         let replacement = match settled {
-            Some((Verdict::Continue, _)) => {
+            Ok((Verdict::Continue, _)) => {
                 let applied = headers::apply_response(
                     &mut chain.stream_mut().response_headers,
                     upstream_response,
@@ -547,11 +613,12 @@ impl ProxyHttp for WasmGate {
                 ctx.response.announced = announced_length(&upstream_response.headers);
                 return Ok(());
             }
-            Some((Verdict::LocalReply(reply), _)) => local_reply(chain, reply),
-            Some((Verdict::Failed { .. }, _)) => filter_failed(),
-            Some((Verdict::TooLarge { .. }, _)) => internal_error(),
-            None | Some((Verdict::Paused { .. }, _)) => filter_timed_out(),
-            Some((Verdict::Close, _)) => {
+            Ok((Verdict::LocalReply(reply), _)) => local_reply(chain, reply),
+            Ok((Verdict::Failed { .. }, _)) => filter_failed(),
+            Ok((Verdict::TooLarge { .. }, _)) => internal_error(),
+            Err(stall) => stalled(stall),
+            Ok((Verdict::Paused { .. }, _)) => filter_timed_out(),
+            Ok((Verdict::Close, _)) => {
                 ctx.reset = true;
                 return Err(closed());
             }
@@ -569,6 +636,15 @@ impl ProxyHttp for WasmGate {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if !end_of_stream && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            // The response head is on its way: cut it rather than let it run past its time.
+            tracing::warn!("upstream response past response_timeout_ms: aborted");
+            ctx.reset = true;
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                "the upstream response ran past response_timeout_ms",
+            ));
+        }
         let Some(chain) = ctx.chain.as_mut() else {
             return Ok(None);
         };
@@ -613,11 +689,12 @@ impl ProxyHttp for WasmGate {
             return Ok(None);
         };
         chain.stream_mut().response_trailers = headers::capture_trailers(upstream_trailers);
+        let limit = ctx.generation.config.max_paused_streams;
         let verdict = chain.on_response_trailers();
-        let settled = settle(chain, verdict, Bytes::new()).await;
+        let settled = settle(chain, verdict, Bytes::new(), &self.state.paused, limit).await;
         report(chain);
         match settled {
-            Some((Verdict::Continue, _)) => {
+            Ok((Verdict::Continue, _)) => {
                 headers::apply_trailers(
                     &mut chain.stream_mut().response_trailers,
                     upstream_trailers,
@@ -633,6 +710,28 @@ impl ProxyHttp for WasmGate {
                 Err(closed())
             }
         }
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Pingora's default, plus: no retry once a filter saw the request body or the response,
+        // which a retry would show it a second time.
+        if ctx.filtered
+            || !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
@@ -669,6 +768,8 @@ impl ProxyHttp for WasmGate {
                         _ => plain(502, "502 Bad Gateway\n"),
                     },
                     ErrorSource::Downstream => match e.etype() {
+                        // `client.body_timeout_ms`, Pingora's per-read body timeout.
+                        ErrorType::ReadTimedout => plain(408, "408 Request Timeout\n"),
                         ErrorType::WriteError
                         | ErrorType::ReadError
                         | ErrorType::ConnectionClosed => {

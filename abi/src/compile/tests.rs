@@ -4,10 +4,13 @@ use crate::error::LoadError;
 use crate::testing::{PRELUDE, runtime};
 
 /// A proxy-wasm module with enough code to take far longer than a millisecond to compile.
-fn slow_module() -> Vec<u8> {
+/// Tests share one runtime, and with it the set of abandoned compiles: each test passes its
+/// own `tag` so that its module is one no other test abandoned.
+fn slow_module(tag: &str) -> Vec<u8> {
     let mut wat = format!(
         r#"(module {PRELUDE}
   (func (export "proxy_abi_version_0_2_1"))
+  (func (export "{tag}"))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)"#
     );
     for i in 0..3000 {
@@ -25,7 +28,7 @@ fn slow_module() -> Vec<u8> {
 #[test]
 fn a_compile_past_its_deadline_is_refused_and_not_started_twice() {
     let (rt, _) = runtime();
-    let wasm = slow_module();
+    let wasm = slow_module("refused_and_not_started_twice");
     let started = Instant::now();
     let first = rt.compile_cached_within(&wasm, None, Duration::from_millis(1));
     assert!(
@@ -69,7 +72,7 @@ fn a_compile_past_its_deadline_is_refused_and_not_started_twice() {
 #[test]
 fn other_modules_compile_while_an_abandoned_one_runs() {
     let (rt, _) = runtime();
-    let slow = slow_module();
+    let slow = slow_module("other_modules_compile");
     assert!(
         rt.compile_cached_within(&slow, None, Duration::from_millis(1))
             .is_err()

@@ -494,3 +494,119 @@ routes:
     assert_eq!(config.filters[1].limits.callback_deadline_ms, Some(20));
     assert_eq!(config.filters[1].limits.compile_timeout_ms, Some(250));
 }
+
+#[test]
+fn client_limits_default_and_are_range_checked() {
+    let base = format!("{HEAD}routes:\n  - upstream: backend\n");
+    assert_eq!(ok(&base).client, crate::ClientLimits::default());
+    let text = format!(
+        "{HEAD}client:\n  header_timeout_ms: 50\n  max_header_bytes: 2000000\n  max_headers: 0\n  \
+         body_timeout_ms: 1500\n  body_min_rate: -1\n  keepalive_timeout_ms: 0\nroutes:\n  - upstream: backend\n"
+    );
+    let all = errors(&text);
+    assert_eq!(
+        all,
+        [
+            "wasmgate.yaml:6:3: client.header_timeout_ms: header_timeout_ms must be between 100 and 600000, got 50",
+            "wasmgate.yaml:7:3: client.max_header_bytes: max_header_bytes must be between 1024 and 524288, got 2000000",
+            "wasmgate.yaml:8:3: client.max_headers: max_headers must be between 1 and 256, got 0",
+            "wasmgate.yaml:10:3: client.body_min_rate: body_min_rate must be between 0 and 1000000000, got -1",
+        ]
+    );
+    let good = text
+        .replace("_ms: 50\n", "_ms: 1000\n")
+        .replace("2000000", "8192")
+        .replace("max_headers: 0", "max_headers: 20")
+        .replace("-1", "0");
+    let client = ok(&good).client;
+    assert_eq!(
+        client,
+        crate::ClientLimits {
+            header_timeout_ms: 1000,
+            max_header_bytes: 8192,
+            max_headers: 20,
+            body_timeout_ms: 1500,
+            body_min_rate: 0,
+            keepalive_timeout_ms: 0,
+        }
+    );
+    assert!(
+        error(&format!(
+            "{HEAD}client: {{header_timeout: 5}}\nroutes:\n  - upstream: backend\n"
+        ))
+        .contains("unknown field `header_timeout`"),
+        "unknown keys are errors"
+    );
+}
+
+#[test]
+fn upstream_timeouts_default_and_are_read_in_milliseconds() {
+    let text = "\
+listen: 127.0.0.1:1
+upstreams:
+  plain: {endpoints: [\"a:1\"]}
+  tuned:
+    endpoints: [\"b:1\"]
+    connect_timeout_ms: 300
+    read_timeout_ms: 400
+    write_timeout_ms: 500
+    response_timeout_ms: 600
+max_paused_streams: 7
+routes: [{upstream: plain}]
+";
+    let c = ok(text);
+    assert_eq!(c.upstreams[0].timeouts, crate::UpstreamTimeouts::default());
+    let ms = std::time::Duration::from_millis;
+    let tuned = c.upstreams[1].timeouts;
+    assert_eq!(
+        (tuned.connect, tuned.read, tuned.write, tuned.response),
+        (ms(300), ms(400), ms(500), Some(ms(600)))
+    );
+    assert_eq!(c.max_paused_streams, 7);
+    let defaults = ok(&text.replace("max_paused_streams: 7\n", ""));
+    assert_eq!(
+        defaults.max_paused_streams,
+        crate::DEFAULT_MAX_PAUSED_STREAMS
+    );
+}
+
+#[test]
+fn upstream_timeouts_out_of_range_are_errors_at_their_keys() {
+    let text = "\
+listen: 127.0.0.1:1
+upstreams:
+  a:
+    endpoints: [\"a:1\"]
+    connect_timeout_ms: 0
+    read_timeout_ms: -5
+    write_timeout_ms: 86400001
+    response_timeout_ms: 0
+max_paused_streams: 0
+routes: [{upstream: a}]
+";
+    assert_eq!(
+        errors(text),
+        [
+            "wasmgate.yaml:5:5: upstreams.a.connect_timeout_ms: \
+             connect_timeout_ms must be between 1 and 600000, got 0",
+            "wasmgate.yaml:6:5: upstreams.a.read_timeout_ms: \
+             read_timeout_ms must be between 1 and 86400000, got -5",
+            "wasmgate.yaml:7:5: upstreams.a.write_timeout_ms: \
+             write_timeout_ms must be between 1 and 86400000, got 86400001",
+            "wasmgate.yaml:8:5: upstreams.a.response_timeout_ms: \
+             response_timeout_ms must be between 1 and 86400000, got 0",
+            "wasmgate.yaml:9:1: max_paused_streams: \
+             max_paused_streams must be between 1 and 1000000, got 0",
+        ]
+    );
+    let unknown = error(
+        "\
+listen: 127.0.0.1:1
+upstreams:
+  a: {endpoints: [\"a:1\"], response_timeout: 5}
+routes: [{upstream: a}]
+",
+    );
+    assert!(unknown.starts_with("wasmgate.yaml:3:"), "{unknown}");
+    assert!(unknown.contains("response_timeout"), "{unknown}");
+}

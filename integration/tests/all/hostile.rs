@@ -866,9 +866,9 @@ async fn vm_counts(env: &Env) -> Vec<(String, u64)> {
 }
 
 /// the client goes away while its filter loops, or while it waits on an HTTP callout.
-/// No panic; the looping VM is replaced; the waiting request is not ended early (the proxy
-/// does not notice a gone client while a filter holds the request), but when the callout
-/// answers it ends, and its context gets `proxy_on_log` exactly once. No VM is leaked.
+/// No panic; the looping VM is replaced; the waiting request (no body) ends when its client
+/// leaves, and its context gets `proxy_on_log` exactly once, also after the callout answers.
+/// No VM is leaked.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_mid_filter_leaks_nothing() {
     let filters = [

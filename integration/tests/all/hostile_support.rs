@@ -325,13 +325,14 @@ pub struct Env {
 
 impl Env {
     /// Starts the upstreams and a proxy with `threads` workers, these filters (written as
-    /// `.wat` files, which the proxy loads as text) and routes.
+    /// `.wat` files, which the proxy loads as text) and routes. Clients may send up to 256
+    /// header fields (Pingora's own cap; the default limit is 100), for the header-map tests.
     pub async fn start(threads: usize, filters: &[FilterSpec], routes: &[RouteSpec]) -> Env {
         let capture = Capture::start().await;
         let origin = Origin::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = format!(
-            "listen: \"{{listen}}\"\nadmin: \"{{admin}}\"\nthreads: {threads}\nupstreams:\n  capture:\n    endpoints: [\"{}\"]\n  origin:\n    endpoints: [\"{}\"]\n  origin2:\n    endpoints: [\"{}\"]\n    protocol: http2\nfilters:\n",
+            "listen: \"{{listen}}\"\nadmin: \"{{admin}}\"\nthreads: {threads}\nclient:\n  max_headers: 256\nupstreams:\n  capture:\n    endpoints: [\"{}\"]\n  origin:\n    endpoints: [\"{}\"]\n  origin2:\n    endpoints: [\"{}\"]\n    protocol: http2\nfilters:\n",
             capture.endpoint(),
             origin.endpoint(),
             origin.endpoint()

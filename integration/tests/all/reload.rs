@@ -1,8 +1,5 @@
 //! Hot reload: filters, configurations, chains and routes swap under load with no failed
 //! request; failed reloads keep the running generation; graceful binary upgrade.
-//!
-//! Paused requests waiting on a callout are not tested yet: callouts (`proxy_http_call`) are
-//! not implemented. A long request (a slow upstream) started before a swap stands in for them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -320,6 +317,85 @@ async fn a_long_request_started_before_a_swap_finishes_on_the_old_chain() {
         assert!(Instant::now() < deadline, "generation 1 was never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let report = load.stop().await;
+    assert_clean(&report, &proxy);
+}
+
+/// A request held paused by a filter, waiting on an HTTP callout, when the swap happens: it
+/// resumes and finishes on the chain it started on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_paused_on_a_callout_during_a_swap_finishes_on_the_old_chain() {
+    let origin = Origin::start().await;
+    let auth = Origin::start_named("auth").await;
+    let text = |version: &str| {
+        let auth_filter = format!(
+            "  - name: auth\n    wasm: {}\n    configuration: '{}'\n",
+            filter("ext_auth"),
+            json!({"upstream": "auth", "path": "/slow/1500", "timeout_ms": 10000})
+        );
+        format!(
+            r#"listen: "{{listen}}"
+admin: "{{admin}}"
+threads: 2
+upstreams:
+  a:
+    endpoints: ["{}"]
+  auth:
+    endpoints: ["{}"]
+filters:
+{}{auth_filter}routes:
+  - match: {{path_prefix: /paused}}
+    upstream: a
+    filters: [auth, version]
+  - upstream: a
+    filters: [version]
+"#,
+            origin.endpoint(),
+            auth.endpoint(),
+            add_header_version(version)
+        )
+    };
+    let proxy = Proxy::start(&text("v1"));
+    let load = Load::start(proxy.url("/"), LoadOptions::default());
+    wait_for(&proxy, "v1", |_| true).await;
+
+    let paused = tokio::spawn({
+        let url = proxy.url("/paused");
+        async move {
+            let resp = client::http()
+                .get(url)
+                .send()
+                .await
+                .expect("paused request");
+            let status = resp.status().as_u16();
+            let version = client::header_all(&resp, "x-version");
+            (status, version, Instant::now())
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while auth.received().is_empty() {
+        assert!(Instant::now() < deadline, "the callout never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.write_config(&text("v2"));
+    wait_for(&proxy, "v2", |_| true).await;
+    let swapped = Instant::now();
+    let config = get_json(proxy.admin_url("/config")).await;
+    assert_eq!(
+        config["generations_draining"], 1,
+        "the paused request holds v1"
+    );
+
+    let (status, version, finished) = paused.await.unwrap();
+    assert_eq!(status, 200, "log:\n{}", proxy.log());
+    assert!(finished > swapped, "it was still paused after the swap");
+    assert_eq!(version, ["v1"], "it resumed on the old chain");
+    let seen = origin
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/paused")
+        .expect("the paused request reached the origin");
+    assert_eq!(seen.header("x-version"), Some("v1"));
     let report = load.stop().await;
     assert_clean(&report, &proxy);
 }

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::Sender;
 use wasmgate_abi::{GrpcEvent, GrpcOutbound, GrpcRequest, GrpcSend, HeaderMap, grpc_status};
 
-use super::{CONNECT_TIMEOUT, IO_TIMEOUT};
+use super::IO_TIMEOUT;
 use crate::generation::Upstream;
 
 /// Largest message accepted from an upstream (gRPC's usual default) or sent to one.
@@ -169,9 +169,8 @@ async fn exchange(
         .addr
         .as_inet()
         .ok_or_else(|| unavailable("the endpoint is not a TCP address"))?;
-    let wait = request
-        .timeout
-        .map_or(CONNECT_TIMEOUT, |t| t.min(CONNECT_TIMEOUT));
+    let connect = upstream.timeouts.connect;
+    let wait = request.timeout.map_or(connect, |t| t.min(connect));
     let mut connection = connections.ready(addr, wait).await?;
     let head = request_head(&upstream.name, addr, &request)?;
     let (response, send) = match connection.send_request(head, false) {
@@ -627,6 +626,7 @@ mod tests {
             name: "g".into(),
             balancer,
             http2: true,
+            timeouts: Default::default(),
         };
         let upstreams = HashMap::from([("g".to_string(), Arc::new(upstream))]);
         Arc::new(super::super::Callouts::new(upstreams))
