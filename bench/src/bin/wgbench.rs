@@ -25,6 +25,7 @@ const USAGE: &str = "usage:
               [--proxy-cpu LIST] [--client-cpu LIST] [--port-base P] [--max-seconds S]
               [--e1-seconds S] [--e1-interval S] [--e1-fraction F] [--minutes M]
               [--e2-idle N] [--e2-active N] [--e2-seconds S] [--e2-idle-wait S]
+              [--e2-keepalive-ms MS]
               [--e3-bytes N] [--e5-rate R] [--e5-seconds S] [--e6-seconds S] [--e6-filters N]
               [--note TEXT]...
   wgbench upstream --listen ADDR [--body-bytes N]
@@ -170,6 +171,7 @@ fn soak(args: &Args) -> Result<(), String> {
         "e2-active",
         "e2-seconds",
         "e2-idle-wait",
+        "e2-keepalive-ms",
         "e3-bytes",
         "e5-rate",
         "e5-seconds",
@@ -209,6 +211,7 @@ fn soak(args: &Args) -> Result<(), String> {
         e2_active: args.num("e2-active", 200)?,
         e2_seconds: args.num("e2-seconds", 10)?,
         e2_idle_wait: args.num("e2-idle-wait", 10)?,
+        e2_keepalive_ms: args.num("e2-keepalive-ms", 20_000)?,
         e3_bytes: args.num("e3-bytes", 256 << 20)?,
         e5_rate: args.num("e5-rate", 200.0)?,
         e5_seconds: args.num("e5-seconds", 20)?,

@@ -52,6 +52,8 @@ pub struct Options {
     pub e2_seconds: u64,
     /// How long the idle connections are left alone before counting how many the proxy closed.
     pub e2_idle_wait: u64,
+    /// The proxy's `client.keepalive_timeout_ms` in E-2.
+    pub e2_keepalive_ms: u64,
     pub e3_bytes: u64,
     pub e5_rate: f64,
     pub e5_seconds: u64,
