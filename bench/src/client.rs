@@ -73,6 +73,19 @@ impl Connection {
         })
     }
 
+    /// Whether the peer closed the connection (or it failed): waits at most `wait` for the
+    /// socket to become readable, and looks without consuming.
+    pub async fn peer_closed(&mut self, wait: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(wait, self.stream.peek(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+
     async fn fill(&mut self) -> std::io::Result<()> {
         if self.stream.read_buf(&mut self.buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());

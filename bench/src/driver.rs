@@ -104,13 +104,15 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-fn loadavg() -> String {
+/// The 1, 5 and 15 minute load averages.
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+/// Where `program` is on the PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {program}"))
@@ -505,6 +507,7 @@ fn latency_phase(lab: &Lab, active: &[&'static Variant], results: &mut Results) 
                 warmup: opts.lat_warmup,
                 duration: opts.lat_duration,
                 connections: opts.lat_connections,
+                alternates: Vec::new(),
             };
             let pids = lab.proxy_pids(v.target);
             let cpu0 = procstat::total_cpu(&pids);

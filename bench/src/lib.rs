@@ -11,6 +11,7 @@ pub mod loadgen;
 pub mod procstat;
 pub mod report;
 pub mod servers;
+pub mod soak;
 pub mod stats;
 pub mod upstream;
 pub mod wrk;

@@ -14,7 +14,8 @@ use crate::stats::Spread;
 const NOTES_BEGIN: &str = "<!-- notes:begin (kept when the harness rewrites this file) -->";
 const NOTES_END: &str = "<!-- notes:end -->";
 
-fn sh(cmd: &str) -> String {
+/// The output (stdout, then stderr) of a shell command, trimmed; empty if it cannot run.
+pub fn sh(cmd: &str) -> String {
     Command::new("sh")
         .arg("-c")
         .arg(cmd)

@@ -206,7 +206,64 @@ fn report(chain: &mut ChainStream) {
         } else {
             "request failed"
         };
-        tracing::error!(filter = %f.filter, kind, "filter failed, {policy}: {}", f.reason);
+        if f.fault.is_some() {
+            tracing::error!(filter = %f.filter, kind, "filter failed, {policy}: {}", f.reason);
+        } else if let Some(left_out) = UNAVAILABLE_LOG.admit(&f.filter) {
+            tracing::error!(
+                filter = %f.filter,
+                kind,
+                left_out,
+                "filter failed, {policy}: {}",
+                f.reason
+            );
+        }
+    }
+}
+
+/// How often a filter's refusals without a fault of their own (its VM backs off, or died
+/// with the stream's context) are logged.
+const UNAVAILABLE_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Rate limit of the `unavailable` log lines. A filter in backoff refuses requests as fast as
+/// they come (tens of thousands a second), and a line for each would flood the log; the
+/// metric still counts every one.
+static UNAVAILABLE_LOG: LogLimit = LogLimit::new(UNAVAILABLE_LOG_EVERY);
+
+/// At most one log line per key per period.
+#[derive(Debug)]
+struct LogLimit {
+    every: Duration,
+    /// Per key: when a line was last let through, and how many were left out since.
+    last: parking_lot::Mutex<Option<std::collections::HashMap<String, (Instant, u64)>>>,
+}
+
+impl LogLimit {
+    const fn new(every: Duration) -> Self {
+        LogLimit {
+            every,
+            last: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// `Some(lines left out since the last one)` if a line for `key` may be logged now.
+    fn admit(&self, key: &str) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last.lock();
+        let map = last.get_or_insert_with(Default::default);
+        match map.get_mut(key) {
+            Some((at, left_out)) if now.duration_since(*at) < self.every => {
+                *left_out += 1;
+                None
+            }
+            Some((at, left_out)) => {
+                *at = now;
+                Some(std::mem::take(left_out))
+            }
+            None => {
+                map.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
     }
 }
 
@@ -783,5 +840,22 @@ impl ProxyHttp for WasmGate {
             .response_written()
             .map_or(ctx.status, |r| r.status.as_u16());
         self.state.counters.record(status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_lets_one_line_per_key_and_period_through() {
+        let limit = LogLimit::new(Duration::from_millis(50));
+        assert_eq!(limit.admit("a"), Some(0));
+        assert_eq!(limit.admit("a"), None);
+        assert_eq!(limit.admit("a"), None);
+        assert_eq!(limit.admit("b"), Some(0));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(limit.admit("a"), Some(2));
+        assert_eq!(limit.admit("b"), Some(0));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! wgbench run [options]                      the whole end-to-end harness (bench/run calls it)
+//! wgbench soak [options]                     the load and soak cases (bench/soak calls it)
 //! wgbench upstream --listen ADDR [--body-bytes N]
 //! wgbench load --addr ADDR --rate R [--path P] [--seconds S] [--connections C]
 //! ```
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use wasmgate_bench::driver::{self, Options};
-use wasmgate_bench::{client, loadgen, upstream};
+use wasmgate_bench::{client, loadgen, soak, upstream};
 
 const USAGE: &str = "usage:
   wgbench run --wasmgate PATH --filters DIR [--out FILE] [--work DIR] [--criterion DIR]
@@ -20,6 +21,13 @@ const USAGE: &str = "usage:
               [--lat-duration S] [--connections N] [--lat-connections N] [--lat-fraction F]
               [--proxy-cpu LIST] [--client-cpu LIST] [--port-base P] [--body-bytes N]
               [--perf-seconds S] [--only KEY,KEY] [--note TEXT]...
+  wgbench soak --wasmgate PATH --filters DIR [--out FILE] [--work DIR] [--only E-1,E-2,...]
+              [--proxy-cpu LIST] [--client-cpu LIST] [--port-base P] [--max-seconds S]
+              [--e1-seconds S] [--e1-interval S] [--e1-fraction F] [--minutes M]
+              [--e2-idle N] [--e2-active N] [--e2-seconds S] [--e2-idle-wait S]
+              [--e2-keepalive-ms MS]
+              [--e3-bytes N] [--e5-rate R] [--e5-seconds S] [--e6-seconds S] [--e6-filters N]
+              [--note TEXT]...
   wgbench upstream --listen ADDR [--body-bytes N]
   wgbench load --addr ADDR --rate R [--path P] [--seconds S] [--warmup S] [--connections C]";
 
@@ -144,6 +152,81 @@ fn run(args: &Args) -> Result<(), String> {
     driver::run(opts).map(drop)
 }
 
+fn soak(args: &Args) -> Result<(), String> {
+    args.check_known(&[
+        "wasmgate",
+        "filters",
+        "out",
+        "work",
+        "only",
+        "proxy-cpu",
+        "client-cpu",
+        "port-base",
+        "max-seconds",
+        "e1-seconds",
+        "e1-interval",
+        "e1-fraction",
+        "minutes",
+        "e2-idle",
+        "e2-active",
+        "e2-seconds",
+        "e2-idle-wait",
+        "e2-keepalive-ms",
+        "e3-bytes",
+        "e5-rate",
+        "e5-seconds",
+        "e6-seconds",
+        "e6-filters",
+        "note",
+    ])?;
+    let work = args.get("work").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("wasmgate-soak-{}", std::process::id()))
+    });
+    // `--minutes M` is the catalogue's E-1: M minutes in one-minute intervals.
+    let minutes: u64 = args.num("minutes", 0)?;
+    let (e1_seconds, e1_interval) = if minutes > 0 {
+        (minutes * 60, 60)
+    } else {
+        (args.num("e1-seconds", 60)?, args.num("e1-interval", 10)?)
+    };
+    let opts = soak::Options {
+        wasmgate: args.path("wasmgate")?,
+        filters_dir: args.path("filters")?,
+        work,
+        out: args
+            .get("out")
+            .map_or_else(|| PathBuf::from("bench/SOAK.md"), PathBuf::from),
+        proxy_cpu: args.get("proxy-cpu").unwrap_or("1").to_string(),
+        client_cpu: args.get("client-cpu").unwrap_or("0").to_string(),
+        port_base: args.num("port-base", 28280)?,
+        only: args
+            .get("only")
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        max_seconds: args.num("max-seconds", 5)?,
+        e1_seconds,
+        e1_interval,
+        e1_fraction: args.num("e1-fraction", 0.5)?,
+        e2_idle: args.num("e2-idle", 5000)?,
+        e2_active: args.num("e2-active", 200)?,
+        e2_seconds: args.num("e2-seconds", 10)?,
+        e2_idle_wait: args.num("e2-idle-wait", 10)?,
+        e2_keepalive_ms: args.num("e2-keepalive-ms", 20_000)?,
+        e3_bytes: args.num("e3-bytes", 256 << 20)?,
+        e5_rate: args.num("e5-rate", 200.0)?,
+        e5_seconds: args.num("e5-seconds", 20)?,
+        e6_seconds: args.num("e6-seconds", 10)?,
+        e6_filters: args.num("e6-filters", 100)?,
+        notes: args.all("note"),
+    };
+    if opts.e1_interval == 0 || opts.e1_seconds < 2 * opts.e1_interval {
+        return Err("--e1-seconds must hold at least two --e1-interval".into());
+    }
+    let out = soak::run(opts)?;
+    eprintln!("wgbench: wrote {}", out.display());
+    Ok(())
+}
+
 fn serve(args: &Args) -> Result<(), String> {
     args.check_known(&["listen", "body-bytes"])?;
     let addr: SocketAddr = args
@@ -170,6 +253,7 @@ fn load(args: &Args) -> Result<(), String> {
         warmup: args.secs("warmup", 1)?,
         duration: args.secs("seconds", 5)?,
         connections: args.num("connections", 32)?,
+        alternates: Vec::new(),
     };
     let r = loadgen::run(&spec).map_err(|e| e.to_string())?;
     let q = |x| r.latency_us(x).unwrap_or(f64::NAN);
@@ -197,6 +281,7 @@ fn main() -> ExitCode {
     };
     let result = Args::parse(rest).and_then(|args| match command.as_str() {
         "run" => run(&args),
+        "soak" => soak(&args),
         "upstream" => serve(&args),
         "load" => load(&args),
         _ => Err(format!("unknown command {command}\n{USAGE}")),
