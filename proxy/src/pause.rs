@@ -113,6 +113,10 @@ pub async fn settle_watching(
     paused: &PausedStreams,
     limit: usize,
 ) -> Result<(Verdict, Bytes), Stall> {
+    // Most requests are not paused: no watch to set up for them.
+    if !matches!(verdict, Verdict::Paused { .. }) {
+        return Ok((verdict, Bytes::new()));
+    }
     tokio::select! {
         biased;
         settled = settle(chain, verdict, Bytes::new(), paused, limit) => settled,
