@@ -3,7 +3,13 @@
 //! Every callback is optional (a missing one takes its default, as in cpp-host); one with the
 //! wrong signature makes the module fail to load.
 
-use wasmtime::{AsContextMut, FuncType, Instance, Memory, TypedFunc, ValType};
+use wasmtime::{
+    AsContextMut, Extern, Func, FuncType, Instance, Memory, Module, ModuleExport, Store,
+    StoreContextMut, TypedFunc, ValType, WasmParams, WasmResults,
+};
+
+use crate::fault::{Fault, FaultKind};
+use crate::state::HostState;
 
 use crate::types::AbiVersion;
 
@@ -97,7 +103,6 @@ pub(crate) fn render(params: &str, results: &str) -> String {
 }
 
 /// The headers callbacks in their two shapes.
-#[derive(Clone)]
 pub(crate) enum HeadersFn {
     V1(TypedFunc<(u32, u32), u32>),
     V2(TypedFunc<(u32, u32, u32), u32>),
@@ -106,9 +111,127 @@ pub(crate) enum HeadersFn {
 /// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
 pub(crate) type CallResponseArgs = (u32, u32, u32, u32, u32);
 
-/// Typed handles to every callback a VM may call, looked up once per instance.
+/// Where a module's exports sit, found by name once per module: a VM then looks each up by
+/// index, with no string hashing, and only when it first needs it.
 #[derive(Clone)]
+pub(crate) struct ExportIndex {
+    abi: AbiVersion,
+    memory: Option<ModuleExport>,
+    alloc: Option<ModuleExport>,
+    callbacks: Vec<(&'static str, ModuleExport)>,
+}
+
+impl std::fmt::Debug for ExportIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.callbacks.iter().map(|(name, _)| name).collect();
+        f.debug_struct("ExportIndex")
+            .field("abi", &self.abi)
+            .field("callbacks", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportIndex {
+    /// Indexes the exports of a module whose signatures were checked already.
+    pub fn new(module: &Module, abi: AbiVersion) -> ExportIndex {
+        let names = CALLBACKS.iter().map(|c| c.name).chain([
+            "main",
+            "proxy_on_request_headers",
+            "proxy_on_response_headers",
+        ]);
+        ExportIndex {
+            abi,
+            memory: module.get_export_index("memory"),
+            alloc: module
+                .get_export_index("malloc")
+                .or_else(|| module.get_export_index("proxy_on_memory_allocate")),
+            callbacks: names
+                .filter_map(|name| Some((name, module.get_export_index(name)?)))
+                .collect(),
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<ModuleExport> {
+        self.callbacks
+            .iter()
+            .find_map(|(n, at)| (*n == name).then_some(*at))
+    }
+
+    fn lazy<T>(&self, name: &'static str) -> Lazy<T> {
+        Lazy {
+            name,
+            at: self.find(name),
+            resolved: None,
+        }
+    }
+}
+
+/// A callback handle made from an exported function.
+pub(crate) trait FromFunc: Sized {
+    fn from_func(
+        f: Func,
+        store: StoreContextMut<'_, HostState>,
+        abi: AbiVersion,
+    ) -> wasmtime::Result<Self>;
+}
+
+impl<P: WasmParams, R: WasmResults> FromFunc for TypedFunc<P, R> {
+    fn from_func(
+        f: Func,
+        store: StoreContextMut<'_, HostState>,
+        _abi: AbiVersion,
+    ) -> wasmtime::Result<Self> {
+        f.typed(&store)
+    }
+}
+
+impl FromFunc for HeadersFn {
+    fn from_func(
+        f: Func,
+        store: StoreContextMut<'_, HostState>,
+        abi: AbiVersion,
+    ) -> wasmtime::Result<Self> {
+        Ok(match abi {
+            AbiVersion::V0_1_0 => HeadersFn::V1(f.typed(&store)?),
+            _ => HeadersFn::V2(f.typed(&store)?),
+        })
+    }
+}
+
+/// A callback looked up on its first call: most VMs never get most callbacks (gRPC, queues,
+/// ticks, trailers), and a lookup with its type check is most of what starting a VM costs.
+pub(crate) struct Lazy<T> {
+    name: &'static str,
+    at: Option<ModuleExport>,
+    resolved: Option<Option<T>>,
+}
+
+impl<T: FromFunc> Lazy<T> {
+    fn resolve(
+        &mut self,
+        instance: &Instance,
+        mut store: StoreContextMut<'_, HostState>,
+        abi: AbiVersion,
+    ) -> Result<Option<T>, Fault> {
+        let Some(at) = &self.at else {
+            return Ok(None);
+        };
+        // Signatures were checked when the module was loaded: a failure is a host bug.
+        let host_bug = |message: String| Fault::new(FaultKind::Host, self.name, message);
+        match instance.get_module_export(&mut store, at) {
+            Some(Extern::Func(f)) => T::from_func(f, store, abi)
+                .map(Some)
+                .map_err(|e| host_bug(format!("export {} unusable: {e:#}", self.name))),
+            _ => Err(host_bug(format!("export {} vanished", self.name))),
+        }
+    }
+}
+
+/// Typed handles to the callbacks of one instance: those of the start sequence at once, the
+/// rest on first use.
 pub(crate) struct Exports {
+    instance: Instance,
+    abi: AbiVersion,
     pub memory: Memory,
     pub alloc: TypedFunc<u32, u32>,
     pub initialize: Option<TypedFunc<(), ()>>,
@@ -117,22 +240,22 @@ pub(crate) struct Exports {
     pub on_context_create: Option<TypedFunc<(u32, u32), ()>>,
     pub on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
     pub on_configure: Option<TypedFunc<(u32, u32), u32>>,
-    pub on_request_headers: Option<HeadersFn>,
-    pub on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
-    pub on_request_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    pub on_response_headers: Option<HeadersFn>,
-    pub on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
-    pub on_response_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    pub on_done: Option<TypedFunc<u32, u32>>,
-    pub on_log: Option<TypedFunc<u32, ()>>,
-    pub on_delete: Option<TypedFunc<u32, ()>>,
-    pub on_tick: Option<TypedFunc<u32, ()>>,
-    pub on_http_call_response: Option<TypedFunc<CallResponseArgs, ()>>,
-    pub on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
-    pub on_grpc_receive_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
-    pub on_grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
-    pub on_grpc_receive_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
-    pub on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_request_headers: Lazy<HeadersFn>,
+    pub on_request_body: Lazy<TypedFunc<(u32, u32, u32), u32>>,
+    pub on_request_trailers: Lazy<TypedFunc<(u32, u32), u32>>,
+    pub on_response_headers: Lazy<HeadersFn>,
+    pub on_response_body: Lazy<TypedFunc<(u32, u32, u32), u32>>,
+    pub on_response_trailers: Lazy<TypedFunc<(u32, u32), u32>>,
+    pub on_done: Lazy<TypedFunc<u32, u32>>,
+    pub on_log: Lazy<TypedFunc<u32, ()>>,
+    pub on_delete: Lazy<TypedFunc<u32, ()>>,
+    pub on_tick: Lazy<TypedFunc<u32, ()>>,
+    pub on_http_call_response: Lazy<TypedFunc<CallResponseArgs, ()>>,
+    pub on_queue_ready: Lazy<TypedFunc<(u32, u32), ()>>,
+    pub on_grpc_receive_initial_metadata: Lazy<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_grpc_receive: Lazy<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_grpc_receive_trailing_metadata: Lazy<TypedFunc<(u32, u32, u32), ()>>,
+    pub on_grpc_close: Lazy<TypedFunc<(u32, u32, u32), ()>>,
 }
 
 impl std::fmt::Debug for Exports {
@@ -142,70 +265,99 @@ impl std::fmt::Debug for Exports {
 }
 
 impl Exports {
-    /// Looks up the exports of a freshly instantiated module. Signatures were checked when the
-    /// module was loaded, so a failure here is a host bug and is reported as such.
+    /// Looks up the start sequence's exports of a freshly instantiated module. Signatures
+    /// were checked when the module was loaded, so a failure here is a host bug and is
+    /// reported as such.
     pub fn resolve(
         instance: &Instance,
-        mut store: impl AsContextMut,
-        abi: AbiVersion,
+        store: &mut Store<HostState>,
+        index: &ExportIndex,
     ) -> wasmtime::Result<Exports> {
-        let mut store = store.as_context_mut();
-        macro_rules! opt {
+        let abi = index.abi;
+        let func = |store: &mut Store<HostState>, name: &str| match index.find(name) {
+            Some(at) => match instance.get_module_export(store, &at) {
+                Some(Extern::Func(f)) => Ok(Some(f)),
+                _ => Err(wasmtime::format_err!("export {name} vanished")),
+            },
+            None => Ok(None),
+        };
+        macro_rules! eager {
             ($name:literal) => {
-                match instance.get_func(&mut store, $name) {
-                    Some(f) => Some(f.typed(&store)?),
+                match func(store, $name)? {
+                    Some(f) => Some(f.typed(&*store)?),
                     None => None,
                 }
             };
         }
-        let headers = |store: &mut wasmtime::StoreContextMut<'_, _>, name: &str| {
-            let Some(f) = instance.get_func(&mut *store, name) else {
-                return Ok(None);
-            };
-            Ok::<_, wasmtime::Error>(Some(match abi {
-                AbiVersion::V0_1_0 => HeadersFn::V1(f.typed(&*store)?),
-                _ => HeadersFn::V2(f.typed(&*store)?),
-            }))
+        let initialize = eager!("_initialize");
+        let start = eager!("_start");
+        // `main` is only called when it has the (argc, argv) shape.
+        let main = match func(store, "main")? {
+            Some(f) => f.typed(&*store).ok(),
+            None => None,
         };
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| wasmtime::format_err!("module exports no memory"))?;
-        let alloc = match instance.get_func(&mut store, "malloc") {
-            Some(f) => f.typed(&store)?,
-            None => instance
-                .get_func(&mut store, "proxy_on_memory_allocate")
-                .ok_or_else(|| wasmtime::format_err!("module exports no allocator"))?
-                .typed(&store)?,
+        let on_context_create = eager!("proxy_on_context_create");
+        let on_vm_start = eager!("proxy_on_vm_start");
+        let on_configure = eager!("proxy_on_configure");
+        let memory = match index
+            .memory
+            .and_then(|at| instance.get_module_export(&mut *store, &at))
+        {
+            Some(Extern::Memory(m)) => m,
+            _ => wasmtime::bail!("module exports no memory"),
+        };
+        let alloc = match index
+            .alloc
+            .and_then(|at| instance.get_module_export(&mut *store, &at))
+        {
+            Some(Extern::Func(f)) => f.typed(&*store)?,
+            _ => wasmtime::bail!("module exports no allocator"),
         };
         Ok(Exports {
+            instance: *instance,
+            abi,
             memory,
             alloc,
-            initialize: opt!("_initialize"),
-            start: opt!("_start"),
-            main: match instance.get_func(&mut store, "main") {
-                // `main` is only called when it has the (argc, argv) shape.
-                Some(f) => f.typed(&store).ok(),
-                None => None,
-            },
-            on_context_create: opt!("proxy_on_context_create"),
-            on_vm_start: opt!("proxy_on_vm_start"),
-            on_configure: opt!("proxy_on_configure"),
-            on_request_headers: headers(&mut store, "proxy_on_request_headers")?,
-            on_request_body: opt!("proxy_on_request_body"),
-            on_request_trailers: opt!("proxy_on_request_trailers"),
-            on_response_headers: headers(&mut store, "proxy_on_response_headers")?,
-            on_response_body: opt!("proxy_on_response_body"),
-            on_response_trailers: opt!("proxy_on_response_trailers"),
-            on_done: opt!("proxy_on_done"),
-            on_log: opt!("proxy_on_log"),
-            on_delete: opt!("proxy_on_delete"),
-            on_tick: opt!("proxy_on_tick"),
-            on_http_call_response: opt!("proxy_on_http_call_response"),
-            on_queue_ready: opt!("proxy_on_queue_ready"),
-            on_grpc_receive_initial_metadata: opt!("proxy_on_grpc_receive_initial_metadata"),
-            on_grpc_receive: opt!("proxy_on_grpc_receive"),
-            on_grpc_receive_trailing_metadata: opt!("proxy_on_grpc_receive_trailing_metadata"),
-            on_grpc_close: opt!("proxy_on_grpc_close"),
+            initialize,
+            start,
+            main,
+            on_context_create,
+            on_vm_start,
+            on_configure,
+            on_request_headers: index.lazy("proxy_on_request_headers"),
+            on_request_body: index.lazy("proxy_on_request_body"),
+            on_request_trailers: index.lazy("proxy_on_request_trailers"),
+            on_response_headers: index.lazy("proxy_on_response_headers"),
+            on_response_body: index.lazy("proxy_on_response_body"),
+            on_response_trailers: index.lazy("proxy_on_response_trailers"),
+            on_done: index.lazy("proxy_on_done"),
+            on_log: index.lazy("proxy_on_log"),
+            on_delete: index.lazy("proxy_on_delete"),
+            on_tick: index.lazy("proxy_on_tick"),
+            on_http_call_response: index.lazy("proxy_on_http_call_response"),
+            on_queue_ready: index.lazy("proxy_on_queue_ready"),
+            on_grpc_receive_initial_metadata: index.lazy("proxy_on_grpc_receive_initial_metadata"),
+            on_grpc_receive: index.lazy("proxy_on_grpc_receive"),
+            on_grpc_receive_trailing_metadata: index
+                .lazy("proxy_on_grpc_receive_trailing_metadata"),
+            on_grpc_close: index.lazy("proxy_on_grpc_close"),
         })
+    }
+}
+
+impl Exports {
+    /// The callback `field` picks, looked up on its first use.
+    pub fn get<'a, T: FromFunc>(
+        &'a mut self,
+        field: impl FnOnce(&mut Self) -> &mut Lazy<T>,
+        store: &mut Store<HostState>,
+    ) -> Result<Option<&'a T>, Fault> {
+        let (instance, abi) = (self.instance, self.abi);
+        let lazy = field(self);
+        if lazy.resolved.is_none() {
+            let resolved = lazy.resolve(&instance, store.as_context_mut(), abi)?;
+            lazy.resolved = Some(resolved);
+        }
+        Ok(lazy.resolved.as_ref().and_then(Option::as_ref))
     }
 }

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{ExternType, InstancePre, Module};
 
 use crate::error::LoadError;
-use crate::exports::{CALLBACKS, describe, headers_sig, render};
+use crate::exports::{CALLBACKS, ExportIndex, describe, headers_sig, render};
 use crate::guest_log::LogSink;
 use crate::host::{ENV_FUNCTIONS, WASI_FUNCTIONS, WASI_MODULES};
 use crate::runtime::Runtime;
@@ -19,6 +19,7 @@ pub struct CompiledModule {
     runtime: Runtime,
     pre: InstancePre<HostState>,
     abi: AbiVersion,
+    exports: ExportIndex,
     sha256: [u8; 32],
     size: usize,
 }
@@ -59,6 +60,10 @@ impl CompiledModule {
 
     pub(crate) fn pre(&self) -> &InstancePre<HostState> {
         &self.pre
+    }
+
+    pub(crate) fn exports(&self) -> &ExportIndex {
+        &self.exports
     }
 
     pub(crate) fn runtime_log(&self) -> Arc<dyn LogSink> {
@@ -110,6 +115,7 @@ impl Runtime {
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;
         check_imports(&module)?;
+        let exports = ExportIndex::new(&module, abi);
         let pre = self
             .linker()
             .instantiate_pre(&module)
@@ -118,6 +124,7 @@ impl Runtime {
             runtime: self.clone(),
             pre,
             abi,
+            exports,
             sha256,
             size,
         }))

@@ -120,7 +120,7 @@ impl Vm {
             .pre()
             .instantiate(&mut store)
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
-        let exports = Exports::resolve(&instance, &mut store, module.abi())
+        let exports = Exports::resolve(&instance, &mut store, module.exports())
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
         let state = store.data_mut();
         state.memory = Some(exports.memory);
@@ -266,100 +266,66 @@ impl Vm {
         // Borrow the exports and the store separately: the callback is called through a
         // reference (cloning a TypedFunc costs a FuncType clone per call).
         let Vm { store, exports, .. } = self;
-        let (headers, body, trailers) = match event {
+        enum Shape<'a> {
+            Headers(&'a HeadersFn, u32, bool),
+            Body(&'a TypedFunc<(u32, u32, u32), u32>, u32, bool),
+            Trailers(&'a TypedFunc<(u32, u32), u32>, u32),
+        }
+        let (name, shape) = match event {
             HttpEvent::RequestHeaders { end_of_stream } => {
                 let n = count(false, true);
-                (
-                    Some((
-                        &exports.on_request_headers,
-                        "proxy_on_request_headers",
-                        n,
-                        end_of_stream,
-                    )),
-                    None,
-                    None,
-                )
+                let f = exports.get(|e| &mut e.on_request_headers, store)?;
+                let name = "proxy_on_request_headers";
+                (name, f.map(|f| Shape::Headers(f, n, end_of_stream)))
             }
             HttpEvent::ResponseHeaders { end_of_stream } => {
                 let n = count(false, false);
-                (
-                    Some((
-                        &exports.on_response_headers,
-                        "proxy_on_response_headers",
-                        n,
-                        end_of_stream,
-                    )),
-                    None,
-                    None,
-                )
+                let f = exports.get(|e| &mut e.on_response_headers, store)?;
+                let name = "proxy_on_response_headers";
+                (name, f.map(|f| Shape::Headers(f, n, end_of_stream)))
             }
             HttpEvent::RequestBody {
                 size,
                 end_of_stream,
-            } => (
-                None,
-                Some((
-                    &exports.on_request_body,
-                    "proxy_on_request_body",
-                    size,
-                    end_of_stream,
-                )),
-                None,
-            ),
+            } => {
+                let f = exports.get(|e| &mut e.on_request_body, store)?;
+                let name = "proxy_on_request_body";
+                (name, f.map(|f| Shape::Body(f, size, end_of_stream)))
+            }
             HttpEvent::ResponseBody {
                 size,
                 end_of_stream,
-            } => (
-                None,
-                Some((
-                    &exports.on_response_body,
-                    "proxy_on_response_body",
-                    size,
-                    end_of_stream,
-                )),
-                None,
-            ),
+            } => {
+                let f = exports.get(|e| &mut e.on_response_body, store)?;
+                let name = "proxy_on_response_body";
+                (name, f.map(|f| Shape::Body(f, size, end_of_stream)))
+            }
             HttpEvent::RequestTrailers => {
                 let n = count(true, true);
+                let f = exports.get(|e| &mut e.on_request_trailers, store)?;
                 (
-                    None,
-                    None,
-                    Some((&exports.on_request_trailers, "proxy_on_request_trailers", n)),
+                    "proxy_on_request_trailers",
+                    f.map(|f| Shape::Trailers(f, n)),
                 )
             }
             HttpEvent::ResponseTrailers => {
                 let n = count(true, false);
-                (
-                    None,
-                    None,
-                    Some((
-                        &exports.on_response_trailers,
-                        "proxy_on_response_trailers",
-                        n,
-                    )),
-                )
+                let f = exports.get(|e| &mut e.on_response_trailers, store)?;
+                let name = "proxy_on_response_trailers";
+                (name, f.map(|f| Shape::Trailers(f, n)))
             }
         };
-        let exported = match (&headers, &body, &trailers) {
-            (Some((f, ..)), _, _) => f.is_some(),
-            (_, Some((f, ..)), _) => f.is_some(),
-            (_, _, Some((f, ..))) => f.is_some(),
-            _ => false,
-        };
-        if !exported {
+        let Some(shape) = shape else {
             return Ok(Action::Continue);
-        }
+        };
         lend(store, ctx, stream);
-        let raw = match (headers, body, trailers) {
-            (Some((Some(HeadersFn::V2(f)), name, n, eos)), _, _) => {
+        let raw = match shape {
+            Shape::Headers(HeadersFn::V2(f), n, eos) => {
                 call(store, name, f, (ctx, n, u32::from(eos)))
             }
-            (Some((Some(HeadersFn::V1(f)), name, n, _)), _, _) => call(store, name, f, (ctx, n)),
-            (_, Some((Some(f), name, size, eos)), _) => {
-                call(store, name, f, (ctx, size, u32::from(eos)))
-            }
-            (_, _, Some((Some(f), name, n))) => call(store, name, f, (ctx, n)),
-            _ => Ok(0),
+            Shape::Headers(HeadersFn::V1(f), n, _) => call(store, name, f, (ctx, n)),
+            Shape::Body(f, size, eos) => call(store, name, f, (ctx, size, u32::from(eos))),
+            Shape::Trailers(f, n) => call(store, name, f, (ctx, n)),
         };
         give_back(store, stream);
         let raw = raw?;
@@ -394,14 +360,14 @@ impl Vm {
         }
         lend(store, ctx, stream);
         let result = (|| {
-            if let Some(f) = &exports.on_log {
+            if let Some(f) = exports.get(|e| &mut e.on_log, store)? {
                 call(store, "proxy_on_log", f, ctx)?;
             }
-            if let Some(f) = &exports.on_done {
+            if let Some(f) = exports.get(|e| &mut e.on_done, store)? {
                 // Only root contexts may finish later (`proxy_done`); a stream ends now.
                 call(store, "proxy_on_done", f, ctx)?;
             }
-            if let Some(f) = &exports.on_delete {
+            if let Some(f) = exports.get(|e| &mut e.on_delete, store)? {
                 call(store, "proxy_on_delete", f, ctx)?;
             }
             Ok(())
@@ -457,7 +423,11 @@ impl Vm {
     /// is done now; `Ok(false)` when it asked to finish later with `proxy_done` (see
     /// [`Vm::root_done`]). Follow with [`Vm::delete_root`] either way.
     pub fn shutdown_root(&mut self) -> Result<bool, Fault> {
-        let Some(f) = self.exports.on_done.clone() else {
+        let Some(f) = self
+            .exports
+            .get(|e| &mut e.on_done, &mut self.store)?
+            .cloned()
+        else {
             return Ok(true);
         };
         let root = self.root_context_id();
@@ -475,7 +445,11 @@ impl Vm {
 
     /// `proxy_on_delete(root)`: the last callback of the root context.
     pub fn delete_root(&mut self) -> Result<(), Fault> {
-        let Some(f) = self.exports.on_delete.clone() else {
+        let Some(f) = self
+            .exports
+            .get(|e| &mut e.on_delete, &mut self.store)?
+            .cloned()
+        else {
             return Ok(());
         };
         let root = self.root_context_id();
@@ -484,7 +458,11 @@ impl Vm {
 
     /// `proxy_on_tick` on the root context.
     pub fn on_tick(&mut self) -> Result<(), Fault> {
-        let Some(f) = self.exports.on_tick.clone() else {
+        let Some(f) = self
+            .exports
+            .get(|e| &mut e.on_tick, &mut self.store)?
+            .cloned()
+        else {
             return Ok(());
         };
         let root = self.root_context_id();
@@ -494,7 +472,11 @@ impl Vm {
     /// `proxy_on_queue_ready(root, queue_id)`: an item was enqueued on a queue this VM
     /// registered.
     pub(crate) fn on_queue_ready(&mut self, queue_id: u32) -> Result<(), Fault> {
-        let Some(f) = self.exports.on_queue_ready.clone() else {
+        let Some(f) = self
+            .exports
+            .get(|e| &mut e.on_queue_ready, &mut self.store)?
+            .cloned()
+        else {
             return Ok(());
         };
         let root = self.root_context_id();
@@ -509,10 +491,15 @@ impl Vm {
         token: u32,
         outcome: Result<crate::callout::CalloutResponse, crate::callout::CalloutError>,
     ) -> Result<(), Fault> {
-        let state = self.store.data_mut();
-        if state.callouts.remove(&token).is_none() {
+        if !self.store.data().callouts.contains_key(&token) {
             return Ok(());
         }
+        let response_fn = self
+            .exports
+            .get(|e| &mut e.on_http_call_response, &mut self.store)?
+            .cloned();
+        let state = self.store.data_mut();
+        state.callouts.remove(&token);
         let (counts, status) = match &outcome {
             Ok(r) => (
                 (
@@ -532,7 +519,7 @@ impl Vm {
         };
         state.call_response = outcome.ok();
         state.call_status = status;
-        let result = match self.exports.on_http_call_response.clone() {
+        let result = match response_fn {
             Some(f) => {
                 let root = self.root_context_id();
                 self.root_call(
@@ -576,41 +563,46 @@ impl Vm {
             return Ok(());
         }
         let call = crate::host::grpc::is_call(token);
-        let exports = &self.exports;
-        let (name, f, arg, last) = match event {
-            GrpcEvent::InitialMetadata(_) | GrpcEvent::TrailingMetadata(_) if call => {
-                return Ok(());
+        if call
+            && matches!(
+                event,
+                GrpcEvent::InitialMetadata(_) | GrpcEvent::TrailingMetadata(_)
+            )
+        {
+            return Ok(());
+        }
+        let (exports, store) = (&mut self.exports, &mut self.store);
+        let f = match &event {
+            GrpcEvent::InitialMetadata(_) => {
+                exports.get(|e| &mut e.on_grpc_receive_initial_metadata, store)?
             }
+            GrpcEvent::Message(_) => exports.get(|e| &mut e.on_grpc_receive, store)?,
+            GrpcEvent::TrailingMetadata(_) => {
+                exports.get(|e| &mut e.on_grpc_receive_trailing_metadata, store)?
+            }
+            GrpcEvent::Close { .. } => exports.get(|e| &mut e.on_grpc_close, store)?,
+        }
+        .cloned();
+        let state = self.store.data_mut();
+        let (name, arg, last) = match event {
             GrpcEvent::InitialMetadata(map) => {
                 let n = map.len() as u32;
                 state.grpc_initial_metadata = Some(map);
-                let f = exports.on_grpc_receive_initial_metadata.clone();
-                ("proxy_on_grpc_receive_initial_metadata", f, n, false)
+                ("proxy_on_grpc_receive_initial_metadata", n, false)
             }
             GrpcEvent::Message(message) => {
                 let n = message.len() as u32;
                 state.grpc_message = Some(message);
-                (
-                    "proxy_on_grpc_receive",
-                    exports.on_grpc_receive.clone(),
-                    n,
-                    call,
-                )
+                ("proxy_on_grpc_receive", n, call)
             }
             GrpcEvent::TrailingMetadata(map) => {
                 let n = map.len() as u32;
                 state.grpc_trailing_metadata = Some(map);
-                let f = exports.on_grpc_receive_trailing_metadata.clone();
-                ("proxy_on_grpc_receive_trailing_metadata", f, n, false)
+                ("proxy_on_grpc_receive_trailing_metadata", n, false)
             }
             GrpcEvent::Close { status, message } => {
                 state.call_status = (status, message);
-                (
-                    "proxy_on_grpc_close",
-                    exports.on_grpc_close.clone(),
-                    status,
-                    true,
-                )
+                ("proxy_on_grpc_close", status, true)
             }
         };
         let result = match f {
