@@ -104,6 +104,12 @@ pub struct MapCaps {
 pub struct HeaderMap {
     entries: Vec<(FieldName, HeaderValue)>,
     edits: Vec<Edit>,
+    /// [`HeaderMap::byte_size`], kept up to date: the caps check it on every guest write.
+    bytes: usize,
+}
+
+fn entry_size(name: &FieldName, value: &HeaderValue) -> usize {
+    name.as_bytes().len() + value.len()
 }
 
 /// Why a guest's write to a header map was refused.
@@ -116,17 +122,22 @@ impl HeaderMap {
         HeaderMap {
             entries: Vec::with_capacity(n),
             edits: Vec::new(),
+            bytes: 0,
         }
     }
 
     /// Adds a pseudo-header while capturing the embedder's headers (no edit is recorded).
     pub fn push_pseudo(&mut self, pseudo: Pseudo, value: HeaderValue) {
-        self.entries.push((FieldName::Pseudo(pseudo), value));
+        let name = FieldName::Pseudo(pseudo);
+        self.bytes += entry_size(&name, &value);
+        self.entries.push((name, value));
     }
 
     /// Adds a header while capturing the embedder's headers (no edit is recorded).
     pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
-        self.entries.push((FieldName::Header(name), value));
+        let name = FieldName::Header(name);
+        self.bytes += entry_size(&name, &value);
+        self.entries.push((name, value));
     }
 
     /// Number of entries, pseudo-headers included (the `num_headers` of the callbacks).
@@ -140,10 +151,11 @@ impl HeaderMap {
 
     /// Envoy's `byteSize()`: the sum of name and value lengths.
     pub fn byte_size(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|(k, v)| k.as_bytes().len() + v.len())
-            .sum()
+        self.bytes
+    }
+
+    fn recount(&mut self) {
+        self.bytes = self.entries.iter().map(|(k, v)| entry_size(k, v)).sum();
     }
 
     /// All entries in order.
@@ -200,7 +212,7 @@ impl HeaderMap {
         match parse_field(name, value, max_bytes)? {
             (FieldName::Pseudo(p), v) => self.set_pseudo(p, v),
             (FieldName::Header(h), v) => {
-                self.entries.push((FieldName::Header(h.clone()), v.clone()));
+                self.push(h.clone(), v.clone());
                 self.edits.push(Edit::Append(h, v));
             }
         }
@@ -213,19 +225,23 @@ impl HeaderMap {
             (FieldName::Pseudo(p), v) => self.set_pseudo(p, v),
             (FieldName::Header(h), v) => {
                 let mut seen = false;
+                let mut bytes = self.bytes;
                 self.entries.retain_mut(|(k, val)| {
                     if !matches!(k, FieldName::Header(n) if *n == h) {
                         return true;
                     }
+                    bytes -= entry_size(k, val);
                     if seen {
                         return false;
                     }
                     seen = true;
                     *val = v.clone();
+                    bytes += entry_size(k, val);
                     true
                 });
+                self.bytes = bytes;
                 if !seen {
-                    self.entries.push((FieldName::Header(h.clone()), v.clone()));
+                    self.push(h.clone(), v.clone());
                 }
                 self.edits.push(Edit::Replace(h, v));
             }
@@ -276,6 +292,11 @@ impl HeaderMap {
             return Ok(());
         }
         let bytes = self.byte_size();
+        let added = bytes.saturating_add(name.len()).saturating_add(value.len());
+        if len < caps.max_entries && added <= caps.max_bytes {
+            // Within the caps even if nothing were replaced: no need to count what would be.
+            return Ok(());
+        }
         let (mut new_len, mut new_bytes) = (len, bytes);
         if replace || name.first() == Some(&b':') {
             for (k, v) in &self.entries {
@@ -310,6 +331,7 @@ impl HeaderMap {
         self.entries
             .retain(|(k, _)| !matches!(k, FieldName::Header(n) if *n == h));
         if self.entries.len() != before {
+            self.recount();
             self.edits.push(Edit::Remove(h));
         }
         Ok(())
@@ -328,13 +350,13 @@ impl HeaderMap {
         }
         self.entries
             .retain(|(k, _)| matches!(k, FieldName::Pseudo(_)));
+        self.recount();
         self.edits.push(Edit::Clear);
         for (name, value) in parsed {
             match name {
                 FieldName::Pseudo(p) => self.set_pseudo(p, value),
                 FieldName::Header(h) => {
-                    self.entries
-                        .push((FieldName::Header(h.clone()), value.clone()));
+                    self.push(h.clone(), value.clone());
                     self.edits.push(Edit::Append(h, value));
                 }
             }
@@ -348,8 +370,12 @@ impl HeaderMap {
             .iter_mut()
             .find(|(k, _)| *k == FieldName::Pseudo(pseudo))
         {
-            Some((_, v)) => *v = value,
+            Some((_, v)) => {
+                self.bytes = self.bytes - v.len() + value.len();
+                *v = value;
+            }
             None => {
+                self.bytes += pseudo.as_str().len() + value.len();
                 let at = self
                     .entries
                     .iter()

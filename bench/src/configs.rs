@@ -12,6 +12,7 @@ pub struct Ports {
     pub nginx: u16,
     pub haproxy: u16,
     pub wasmgate: u16,
+    pub pingora: u16,
 }
 
 impl Ports {
@@ -21,6 +22,7 @@ impl Ports {
             nginx: base + 1,
             haproxy: base + 2,
             wasmgate: base + 3,
+            pingora: base + 4,
         }
     }
 }
@@ -53,6 +55,8 @@ pub enum Target {
     Nginx,
     Haproxy,
     Wasmgate,
+    /// Plain Pingora, none of wasmgate ([`crate::floor`]).
+    Pingora,
 }
 
 /// One measured configuration.
@@ -110,6 +114,14 @@ pub const VARIANTS: &[Variant] = &[
         "haproxy",
         "HAProxy 1 thread, plain proxy",
         Target::Haproxy,
+        "/",
+        0,
+        true,
+    ),
+    v(
+        "pingora",
+        "plain Pingora 0.9.1 proxy, none of wasmgate",
+        Target::Pingora,
         "/",
         0,
         true,

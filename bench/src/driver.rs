@@ -139,6 +139,7 @@ struct Lab {
     nginx: Server,
     haproxy: Server,
     wasmgate: Server,
+    pingora: Server,
     post_script: PathBuf,
 }
 
@@ -149,6 +150,7 @@ impl Lab {
             Target::Nginx => self.ports.nginx,
             Target::Haproxy => self.ports.haproxy,
             Target::Wasmgate => self.ports.wasmgate,
+            Target::Pingora => self.ports.pingora,
         }
     }
 
@@ -163,6 +165,7 @@ impl Lab {
             Target::Nginx => self.nginx.pids(),
             Target::Haproxy => self.haproxy.pids(),
             Target::Wasmgate => self.wasmgate.pids(),
+            Target::Pingora => self.pingora.pids(),
         }
     }
 
@@ -203,7 +206,13 @@ fn start_lab(opts: &Options) -> Result<Lab, String> {
         }
     }
     // A server left over on one of the ports would be measured in place of ours.
-    for port in [ports.upstream, ports.nginx, ports.haproxy, ports.wasmgate] {
+    for port in [
+        ports.upstream,
+        ports.nginx,
+        ports.haproxy,
+        ports.wasmgate,
+        ports.pingora,
+    ] {
         std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
             format!("port {port} is not free ({e}): stop what listens there, or pass --port-base")
         })?;
@@ -264,11 +273,21 @@ fn start_lab(opts: &Options) -> Result<Lab, String> {
         &[("RUST_LOG", "warn")],
         false,
     )?;
+    let pingora_addr = format!("127.0.0.1:{}", ports.pingora);
+    let mut pingora = start(
+        "pingora",
+        &opts.proxy_cpu,
+        &me,
+        &["pingora", "--listen", &pingora_addr, "--upstream", &up_addr],
+        &[("RUST_LOG", "warn")],
+        false,
+    )?;
     let limit = Duration::from_secs(20);
     let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
     upstream.wait_listening(at(ports.upstream), limit)?;
     nginx.wait_listening(at(ports.nginx), limit)?;
     haproxy.wait_listening(at(ports.haproxy), limit)?;
+    pingora.wait_listening(at(ports.pingora), limit)?;
     // wasmgate compiles its filters before it listens.
     wasmgate
         .wait_listening(at(ports.wasmgate), Duration::from_secs(120))
@@ -280,6 +299,7 @@ fn start_lab(opts: &Options) -> Result<Lab, String> {
         nginx,
         haproxy,
         wasmgate,
+        pingora,
         post_script,
     })
 }

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod configs;
 pub mod driver;
+pub mod floor;
 pub mod http1;
 pub mod loadgen;
 pub mod procstat;

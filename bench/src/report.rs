@@ -447,6 +447,25 @@ pub fn render(opts: &Options, r: &Results, micro: &BTreeMap<String, f64>) -> Str
         Dir::AtLeast,
         1.0,
     );
+    // Not a goal of the issue: how much of the gap to nginx and HAProxy is Pingora's own.
+    goal(
+        "floor (extra)",
+        "req/s, plain Pingora (none of wasmgate) ÷ nginx",
+        t_ratio(r, "nginx", "pingora", rps),
+        3,
+        "",
+        Dir::AtLeast,
+        1.1,
+    );
+    goal(
+        "floor (extra)",
+        "req/s, wasmgate 0 filters ÷ plain Pingora: wasmgate's own cost with no filter",
+        t_ratio(r, "pingora", "wg0", rps),
+        3,
+        "",
+        Dir::AtLeast,
+        0.95,
+    );
     // G4 is not in the issue's list, but the run measures it: p99 ≤ 1.10 × base + 30 µs.
     let g4 = Spread::of(
         lat(r, "wg0")

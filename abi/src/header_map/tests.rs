@@ -157,6 +157,38 @@ fn byte_size_sums_names_and_values() {
     );
 }
 
+#[test]
+fn byte_size_stays_the_sum_through_every_kind_of_edit() {
+    let sum = |m: &HeaderMap| -> usize { m.pairs().map(|(k, v)| k.len() + v.len()).sum() };
+    let mut m = request();
+    assert_eq!(m.byte_size(), sum(&m));
+    type Step = fn(&mut HeaderMap);
+    let steps: [(&str, Step); 7] = [
+        ("add", |m| m.add(b"x-new", b"value", MAX).unwrap()),
+        ("replace one of several", |m| {
+            m.replace(b"x-multi", b"three", MAX).unwrap()
+        }),
+        ("replace a missing name", |m| {
+            m.replace(b"x-other", b"v", MAX).unwrap()
+        }),
+        ("replace a pseudo-header", |m| {
+            m.replace(b":path", b"/longer/path", MAX).unwrap()
+        }),
+        ("add a missing pseudo-header", |m| {
+            m.add(b":scheme", b"https", MAX).unwrap()
+        }),
+        ("remove", |m| m.remove(b"accept").unwrap()),
+        ("set all", |m| {
+            m.set_all([(&b"a"[..], &b"bc"[..]), (b":method", b"POST")], MAX)
+                .unwrap()
+        }),
+    ];
+    for (what, step) in steps {
+        step(&mut m);
+        assert_eq!(m.byte_size(), sum(&m), "after {what}");
+    }
+}
+
 const CAPS: MapCaps = MapCaps {
     max_entries: 8,
     max_bytes: 100,

@@ -4,6 +4,7 @@
 //! wgbench run [options]                      the whole end-to-end harness (bench/run calls it)
 //! wgbench soak [options]                     the load and soak cases (bench/soak calls it)
 //! wgbench upstream --listen ADDR [--body-bytes N]
+//! wgbench pingora --listen ADDR --upstream ADDR    plain Pingora, the floor wasmgate is built on
 //! wgbench load --addr ADDR --rate R [--path P] [--seconds S] [--connections C]
 //! ```
 
@@ -29,6 +30,7 @@ const USAGE: &str = "usage:
               [--e3-bytes N] [--e5-rate R] [--e5-seconds S] [--e6-seconds S] [--e6-filters N]
               [--note TEXT]...
   wgbench upstream --listen ADDR [--body-bytes N]
+  wgbench pingora --listen ADDR --upstream ADDR [--threads N]
   wgbench load --addr ADDR --rate R [--path P] [--seconds S] [--warmup S] [--connections C]";
 
 /// `--name value` pairs; a repeated name keeps every value.
@@ -237,6 +239,18 @@ fn serve(args: &Args) -> Result<(), String> {
     upstream::serve(addr, args.num("body-bytes", 128)?).map_err(|e| e.to_string())
 }
 
+fn pingora(args: &Args) -> Result<(), String> {
+    args.check_known(&["listen", "upstream", "threads"])?;
+    let addr = |name: &str| -> Result<SocketAddr, String> {
+        args.get(name)
+            .ok_or(format!("--{name} is required"))?
+            .parse()
+            .map_err(|e| format!("--{name}: {e}"))
+    };
+    let (listen, upstream) = (addr("listen")?, addr("upstream")?);
+    wasmgate_bench::floor::serve(listen, upstream, args.num("threads", 1)?)
+}
+
 fn load(args: &Args) -> Result<(), String> {
     args.check_known(&["addr", "rate", "path", "seconds", "warmup", "connections"])?;
     let addr: SocketAddr = args
@@ -283,6 +297,7 @@ fn main() -> ExitCode {
         "run" => run(&args),
         "soak" => soak(&args),
         "upstream" => serve(&args),
+        "pingora" => pingora(&args),
         "load" => load(&args),
         _ => Err(format!("unknown command {command}\n{USAGE}")),
     });
