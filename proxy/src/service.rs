@@ -350,8 +350,8 @@ impl ProxyHttp for WasmGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let generation = ctx.generation.clone();
-        let path = session.req_header().uri.path().to_string();
-        let Some((index, _)) = generation.config.route_for(request_host(session), &path) else {
+        let path = session.req_header().uri.path();
+        let Some((index, _)) = generation.config.route_for(request_host(session), path) else {
             ctx.status = send(session, plain(404, "404 Not Found: no route\n")).await?;
             return Ok(true);
         };

@@ -123,7 +123,7 @@ fn run(args: &Args) -> Result<(), String> {
     let opts = Options {
         rounds: args.num("rounds", 5)?,
         warmup: args.secs("warmup", 2)?,
-        duration: args.secs("duration", 6)?,
+        duration: args.secs("duration", 5)?,
         lat_rounds: args.num("lat-rounds", 3)?,
         lat_warmup: args.secs("lat-warmup", 1)?,
         lat_duration: args.secs("lat-duration", 5)?,
