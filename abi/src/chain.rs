@@ -133,7 +133,8 @@ pub struct ChainStream {
     /// The filter holding buffered body data, per direction.
     hold: [Option<usize>; 2],
     paused: Option<PausePoint>,
-    waker: Arc<Notify>,
+    /// Made on the first pause: most streams never pause.
+    waker: Option<Arc<Notify>>,
 }
 
 impl ChainStream {
@@ -147,7 +148,7 @@ impl ChainStream {
             finished: false,
             hold: [None, None],
             paused: None,
-            waker: Arc::new(Notify::new()),
+            waker: None,
         }
     }
 
@@ -465,7 +466,12 @@ impl ChainStream {
         if self.paused.is_none() {
             return true;
         }
-        tokio::time::timeout(timeout, self.waker.notified())
+        let Some(waker) = &self.waker else {
+            // Cannot happen (a pause makes the waker first); never spin on it.
+            tokio::time::sleep(timeout).await;
+            return false;
+        };
+        tokio::time::timeout(timeout, waker.notified())
             .await
             .is_ok()
     }
@@ -555,7 +561,11 @@ impl ChainStream {
         let Some(stream) = self.stream.take() else {
             return self.failed(i);
         };
-        vm.park(context, stream, self.waker.clone());
+        let waker = self
+            .waker
+            .get_or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        vm.park(context, stream, waker);
         self.paused = Some(point);
         Verdict::Paused { filter: i }
     }

@@ -11,7 +11,8 @@
 //! - `abi/context_create_delete_*`: `proxy_on_context_create`, then `proxy_on_log`,
 //!   `proxy_on_done` and `proxy_on_delete`, on a warm VM.
 //! - `abi/vm_start_*`: a fresh VM (pooling allocator): instantiate, `_initialize`, root context,
-//!   `proxy_on_vm_start`, `proxy_on_configure`; and dropping it again.
+//!   `proxy_on_vm_start`, `proxy_on_configure`. `abi/vm_recycle_sdk_noop` adds dropping it
+//!   (the pooling slot's reset), as when a faulted VM is replaced.
 //! - `abi/module_load_disk_cache`: `Runtime::compile_cached` hitting the on-disk cache;
 //!   `abi/module_compile` the Cranelift compile it saves.
 //! - `chain/request_*`: one request's whole trip through a `ChainStream` (request headers,
@@ -224,11 +225,21 @@ fn sdk_filters(c: &mut Criterion) {
         });
     }
 
+    // A fresh VM, ready for requests: the VMs are dropped outside the timed region, in
+    // batches small enough for the pool's slots.
     for (name, p) in [("vm_start_wat", &wat), ("vm_start_sdk_noop", &noop)] {
         g.bench_function(name, |b| {
-            b.iter(|| black_box(Vm::start(p).expect("starts")))
+            b.iter_batched(
+                || (),
+                |()| Vm::start(p).expect("starts"),
+                BatchSize::NumIterations(16),
+            )
         });
     }
+    // What replacing a faulted VM costs: the old one's drop (its slot's reset) and a start.
+    g.bench_function("vm_recycle_sdk_noop", |b| {
+        b.iter(|| black_box(Vm::start(&noop).expect("starts")))
+    });
     g.finish();
 }
 

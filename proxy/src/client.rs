@@ -327,9 +327,17 @@ impl GuardedStream {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let timer = match &mut self.timer {
-                    Some(t) if t.deadline() == deadline.into() => t,
-                    slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline.into()))),
+                // One timer per connection, moved to each new deadline.
+                let timer = match self.timer.as_mut() {
+                    Some(t) => {
+                        if t.deadline() != deadline.into() {
+                            t.as_mut().reset(deadline.into());
+                        }
+                        t
+                    }
+                    None => self
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline.into()))),
                 };
                 if timer.as_mut().poll(cx).is_ready() {
                     return expired(self, cx);
