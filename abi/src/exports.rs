@@ -346,6 +346,12 @@ impl Exports {
 }
 
 impl Exports {
+    /// The instance these exports belong to.
+    #[cfg(test)]
+    pub fn instance(&self) -> Instance {
+        self.instance
+    }
+
     /// The callback `field` picks, looked up on its first use.
     pub fn get<'a, T: FromFunc>(
         &'a mut self,

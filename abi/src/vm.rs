@@ -32,8 +32,6 @@ pub struct Vm {
     exports: Exports,
     plugin: Plugin,
     next_context_id: u32,
-    #[cfg_attr(not(test), allow(dead_code))]
-    instance: wasmtime::Instance,
 }
 
 impl std::fmt::Debug for Vm {
@@ -130,7 +128,6 @@ impl Vm {
             exports,
             plugin: plugin.clone(),
             next_context_id: 1,
-            instance,
         };
         vm.initialize().map_err(LoadError::Start)?;
         vm.start_root()
@@ -634,7 +631,7 @@ impl Vm {
     }
 
     fn test_instance(&mut self) -> wasmtime::Instance {
-        self.instance
+        self.exports.instance()
     }
 
     pub(crate) fn test_memory(&mut self) -> &mut [u8] {

@@ -85,6 +85,26 @@ pub async fn read_head(
     }
 }
 
+/// Hands exactly `len` bytes to `sink`: first those `buf` holds, then more from `stream`.
+async fn pass_exactly(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    len: u64,
+    sink: &mut impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        if buf.is_empty() {
+            fill(stream, buf).await?;
+        }
+        let take = left.min(buf.len() as u64) as usize;
+        sink(&buf[..take]);
+        buf.advance(take);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
 /// Reads a body of `framing` from `stream` (`buf` holds what is already read past the head),
 /// handing every slice to `sink`. Returns the body's length.
 pub async fn read_body(
@@ -95,16 +115,7 @@ pub async fn read_body(
 ) -> std::io::Result<u64> {
     match framing {
         Framing::Length(n) => {
-            let mut left = n as u64;
-            while left > 0 {
-                if buf.is_empty() {
-                    fill(stream, buf).await?;
-                }
-                let take = left.min(buf.len() as u64) as usize;
-                sink(&buf[..take]);
-                buf.advance(take);
-                left -= take as u64;
-            }
+            pass_exactly(stream, buf, n as u64, &mut sink).await?;
             Ok(n as u64)
         }
         Framing::Chunked => {
@@ -119,16 +130,7 @@ pub async fn read_body(
                     while !read_line(stream, buf).await?.is_empty() {}
                     return Ok(total);
                 }
-                let mut left = size;
-                while left > 0 {
-                    if buf.is_empty() {
-                        fill(stream, buf).await?;
-                    }
-                    let take = left.min(buf.len() as u64) as usize;
-                    sink(&buf[..take]);
-                    buf.advance(take);
-                    left -= take as u64;
-                }
+                pass_exactly(stream, buf, size, &mut sink).await?;
                 total += size;
                 if !read_line(stream, buf).await?.is_empty() {
                     return Err(std::io::Error::other("chunk not followed by CRLF"));

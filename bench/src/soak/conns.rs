@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::{
-    Env, Proxy, Section, block_on, log, mib, ms, on_time, ratio, request_headers, wasmgate_yaml,
+    Env, Proxy, Section, block_on, log, mib, ms, on_time, ratio, request_headers, run_cells,
+    wasmgate_yaml,
 };
 use crate::client::{self, Connection};
 use crate::loadgen::{self, OpenLoop, OpenLoopResult};
@@ -216,16 +217,7 @@ fn measure(env: &mut Env) -> Result<Section, String> {
         ("with idle connections", &loaded),
         ("alone again, idle closed", &clean2),
     ] {
-        let _ = writeln!(
-            b,
-            "| {name} | {:.0} | {} | {} | {} | {} | {} |",
-            r.achieved_rate(),
-            ms(r.latency_us(0.5)),
-            ms(r.latency_us(0.99)),
-            ms(r.latency_us(0.999)),
-            r.errors,
-            r.non_2xx
-        );
+        let _ = writeln!(b, "| {name} | {} |", run_cells(r, &[0.5, 0.99, 0.999]));
     }
     let _ = writeln!(
         b,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::proxy::Metrics;
 use super::{
-    Env, FilterSpec, Proxy, Section, log, ms, on_time, ratio, request_headers, wasmgate_yaml,
+    Env, FilterSpec, Proxy, Section, log, ms, on_time, ratio, request_headers, run_cells,
+    wasmgate_yaml,
 };
 use crate::client;
 use crate::loadgen::{self, Alternate, OpenLoop, OpenLoopResult};
@@ -184,17 +185,8 @@ fn measure(env: &mut Env) -> Result<Section, String> {
         ("clean again", &clean2),
         ("with 1 % traps only", &traps_only),
     ] {
-        let _ = writeln!(
-            b,
-            "| {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            r.achieved_rate(),
-            ms(r.latency_us(0.5)),
-            ms(r.latency_us(0.99)),
-            ms(r.latency_us(0.999)),
-            ms(r.latency_us(1.0)),
-            r.errors,
-            r.non_2xx
-        );
+        let cells = run_cells(r, &[0.5, 0.99, 0.999, 1.0]);
+        let _ = writeln!(b, "| {name} | {cells} |");
     }
     let _ = writeln!(
         b,

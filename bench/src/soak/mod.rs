@@ -343,6 +343,15 @@ pub fn ms(us: Option<f64>) -> String {
     us.map_or_else(|| "n/a".into(), |us| format!("{:.2} ms", us / 1000.0))
 }
 
+/// One open-loop run as table cells: achieved rate, the latency `quantiles`, errors, non-2xx.
+pub fn run_cells(r: &crate::loadgen::OpenLoopResult, quantiles: &[f64]) -> String {
+    let mut cells = vec![format!("{:.0}", r.achieved_rate())];
+    cells.extend(quantiles.iter().map(|&q| ms(r.latency_us(q))));
+    cells.push(r.errors.to_string());
+    cells.push(r.non_2xx.to_string());
+    cells.join(" | ")
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
