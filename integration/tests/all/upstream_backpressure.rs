@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use wasmgate_integration::client;
 
 use crate::hostile_support::{Wat, sample};
 use crate::upstream_support::{
@@ -35,16 +34,7 @@ async fn streams_past_the_paused_bound_get_a_fast_503() {
         "max_paused_streams: 2\n",
         &[("hold", &hold)],
     );
-    let metrics = || async {
-        client::http()
-            .get(proxy.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    };
+    let metrics = || crate::reload::metrics(&proxy);
 
     let addr = proxy.addr;
     let held: Vec<_> = (0..2)
