@@ -146,7 +146,7 @@ impl Upstream {
             let healthy = resolved
                 .iter()
                 .filter(|r| r.index == index)
-                .any(|r| self.healthy(&r.state.addr));
+                .any(|r| self.healthy(r));
             metrics::gauge!(
                 "wasmgate_upstream_endpoint_healthy",
                 "upstream" => self.name.clone(),
@@ -156,9 +156,14 @@ impl Upstream {
         }
     }
 
-    /// The active-check health of `addr` (true without checks).
-    fn healthy(&self, addr: &SocketAddr) -> bool {
-        let backend = backend(*addr);
+    /// The active-check health of a resolved address (true without checks).
+    fn healthy(&self, r: &Resolved) -> bool {
+        // Pingora keys readiness by address and weight.
+        let backend = pingora::lb::Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(r.state.addr),
+            weight: r.weight as usize,
+            ext: Default::default(),
+        };
         match &self.balancer {
             Balancer::RoundRobin(lb) => lb.backends().ready(&backend),
             Balancer::Random(lb) => lb.backends().ready(&backend),
@@ -209,13 +214,13 @@ impl Upstream {
         // Past the balancer's first choice its order is pseudo-random: give it room to find
         // the one usable address among many.
         let tries = 4 * n + 16;
-        let accept = |b: &pingora::lb::Backend, healthy: bool| {
+        let accept_backend = |b: &pingora::lb::Backend, healthy: bool| {
             b.addr.as_inet().is_some_and(|a| accept(a, healthy))
         };
         let picked = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select_with(key, tries, accept),
-            Balancer::Random(lb) => lb.select_with(key, tries, accept),
-            Balancer::Hash(lb) => lb.select_with(key, tries, accept),
+            Balancer::RoundRobin(lb) => lb.select_with(key, tries, accept_backend),
+            Balancer::Random(lb) => lb.select_with(key, tries, accept_backend),
+            Balancer::Hash(lb) => lb.select_with(key, tries, accept_backend),
         };
         if let Some(b) = picked {
             return b.addr.as_inet().copied();
@@ -224,8 +229,8 @@ impl Upstream {
         let resolved = self.resolved.load();
         resolved
             .iter()
+            .find(|r| accept(&r.state.addr, self.healthy(r)))
             .map(|r| r.state.addr)
-            .find(|a| accept(&backend(*a), self.healthy(a)))
     }
 
     /// The usable address with the fewest requests in flight for its weight; ties rotate.
@@ -240,7 +245,7 @@ impl Upstream {
         for i in 0..n {
             let r = &resolved[(start + i) % n];
             let addr = r.state.addr;
-            if !accept(&addr, self.healthy(&addr)) {
+            if !accept(&addr, self.healthy(r)) {
                 continue;
             }
             // Compared as active / weight without division: scale by the other weights' lcm
@@ -347,7 +352,7 @@ impl Upstream {
                     "endpoint": &*r.state.endpoint,
                     "address": r.state.addr.to_string(),
                     "weight": r.weight,
-                    "healthy": self.healthy(&r.state.addr),
+                    "healthy": self.healthy(r),
                     "ejected": until.is_some(),
                     "ejected_until_unix_ms": until,
                     "active_requests": r.state.active(),
@@ -388,14 +393,6 @@ where
         Some(Ok(())) => Ok(lb),
         Some(Err(e)) => Err(format!("cannot set up its endpoints: {e}")),
         None => Err("cannot set up its endpoints: discovery did not answer".into()),
-    }
-}
-
-fn backend(addr: SocketAddr) -> pingora::lb::Backend {
-    pingora::lb::Backend {
-        addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
-        weight: 1,
-        ext: Default::default(),
     }
 }
 
