@@ -68,9 +68,11 @@ impl Shared {
     }
 }
 
-/// Every live [`Shared`], by upstream name and the settings it depends on.
-static SHARED: LazyLock<Mutex<HashMap<(String, u64), Weak<Shared>>>> =
-    LazyLock::new(Default::default);
+/// Live [`Shared`]s by upstream name and the key of the settings they depend on.
+type SharedMap = HashMap<(String, u64), Weak<Shared>>;
+
+/// Every live [`Shared`].
+static SHARED: LazyLock<Mutex<SharedMap>> = LazyLock::new(Default::default);
 
 /// The settings a [`Shared`] is built from: a change of these starts a new one.
 fn settings_key(config: &UpstreamConfig, tls_digest: Option<&[u8; 32]>) -> u64 {
