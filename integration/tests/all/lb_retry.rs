@@ -278,3 +278,113 @@ async fn a_small_body_the_proxy_holds_is_replayed_after_a_reset() {
     );
     assert_eq!(log.len(), 4, "{log:?}");
 }
+
+/// A filter that logs `lbseen headers` on each request-headers callback and `lbseen body` on
+/// each request-body callback, and lets everything through; written to `dir/seen.wat`.
+fn seen_filter(dir: &std::path::Path) -> String {
+    let mut w = crate::hostile_support::Wat::new();
+    let headers = w.data(b"lbseen headers");
+    let body = w.data(b"lbseen body");
+    let w = w
+        .on(
+            "request_headers",
+            &format!("(drop (call $log (i32.const 2) {headers})) (i32.const 0)"),
+        )
+        .on(
+            "request_body",
+            &format!("(drop (call $log (i32.const 2) {body})) (i32.const 0)"),
+        );
+    let path = dir.join("seen.wat");
+    std::fs::write(&path, w.build()).expect("write the filter");
+    format!("filters:\n  - name: seen\n    wasm: {}\n", path.display())
+}
+
+/// How many times the proxy logged `needle` from the filter.
+fn logged(proxy: &Proxy, needle: &str) -> usize {
+    proxy
+        .log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_runs_no_request_callback_twice() {
+    let good = Backend::start("good").await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = format!(
+        "{}    retries:\n      attempts: 1\n      on: [connect_failure]\n{}",
+        endpoints(&[dead.clone(), good.endpoint()]),
+        seen_filter(dir.path())
+    );
+    let proxy = Proxy::start(&config(
+        &upstream,
+        "",
+        "  - match: {path_prefix: /f/}\n    upstream: api\n    filters: [seen]\n",
+    ));
+    let seen = spread(&proxy, "/f/x", &[], 20, 1).await;
+    assert_eq!(seen.get("good"), Some(&20), "{seen:?}\n{}", proxy.log());
+    let text = metrics(&proxy).await;
+    let retries = metric(
+        &text,
+        "wasmgate_upstream_retries_total",
+        &[("upstream", "api")],
+    );
+    assert!(retries.is_some_and(|n| n >= 1.0), "retries: {retries:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while logged(&proxy, "lbseen headers") < 20 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        logged(&proxy, "lbseen headers"),
+        20,
+        "one request-headers callback per request, retried or not"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_a_filter_saw_is_not_retried() {
+    // The resetter reads the whole (small) body, then resets before answering: without the
+    // filter this is retried (see above); with a filter that saw the body it must not be.
+    let (bad, posts) = resetter(usize::MAX).await;
+    let good = Backend::start("good").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let upstream = format!(
+        "{}    retries:\n      attempts: 1\n      on: [connect_failure, reset_before_response]\n{}",
+        endpoints(&[bad.endpoint(), good.endpoint()]),
+        seen_filter(dir.path())
+    );
+    let proxy = Proxy::start(&config(
+        &upstream,
+        "",
+        "  - match: {path_prefix: /f/}\n    upstream: api\n    filters: [seen]\n",
+    ));
+    let http = wasmgate_integration::client::http();
+    let mut checked = false;
+    for i in 0..4 {
+        let before = posts.load(std::sync::atomic::Ordering::SeqCst);
+        let good_before = good.requests();
+        let resp = http
+            .post(proxy.url(&format!("/f/{i}")))
+            .body(vec![b'z'; 1000])
+            .send()
+            .await
+            .expect("the proxy answers");
+        if posts.load(std::sync::atomic::Ordering::SeqCst) == before {
+            assert_eq!(resp.status(), 200, "went to the good endpoint");
+            continue;
+        }
+        checked = true;
+        assert_eq!(
+            good.requests(),
+            good_before,
+            "the body a filter saw was sent again to the other endpoint\n{}",
+            proxy.log()
+        );
+        assert_eq!(resp.status(), 502);
+        break;
+    }
+    assert!(checked, "no POST went to the resetting endpoint first");
+    assert!(logged(&proxy, "lbseen body") >= 1, "the filter saw a body");
+}
