@@ -56,8 +56,9 @@ use std::path::PathBuf;
 
 pub use error::{Error, Errors, Location};
 pub use model::{
-    ClientLimits, Config, DEFAULT_MAX_PAUSED_STREAMS, Filter, Limits, Protocol, Route, TlsListener,
-    Upstream, UpstreamTimeouts, WasmSource,
+    Balance, ClientLimits, Config, DEFAULT_MAX_PAUSED_STREAMS, Endpoint, Filter, HashKey,
+    HealthCheck, Keepalive, Limits, Outlier, Protocol, Retries, Route, TlsListener, Upstream,
+    UpstreamTimeouts, UpstreamTls, WasmSource,
 };
 pub use parse::{load, parse};
 

@@ -2,9 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::Location;
+
+mod upstream;
+
+pub use upstream::*;
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -93,16 +96,6 @@ pub struct TlsListener {
     pub key: PathBuf,
 }
 
-/// How the proxy talks to an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// HTTP/1.1 (`http1`, the default).
-    #[default]
-    Http1,
-    /// HTTP/2 with prior knowledge (h2c) (`http2`).
-    Http2,
-}
-
 /// Resource limits of a filter; `None` is the host's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limits {
@@ -124,46 +117,6 @@ impl Limits {
             max_memory_bytes: self.max_memory_bytes.or(defaults.max_memory_bytes),
             max_body_bytes: self.max_body_bytes.or(defaults.max_body_bytes),
             compile_timeout_ms: self.compile_timeout_ms.or(defaults.compile_timeout_ms),
-        }
-    }
-}
-
-/// A named set of endpoints, balanced round robin.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// The key under `upstreams:`; matches `[A-Za-z0-9_.-]+`.
-    pub name: String,
-    /// `host:port` strings (IPv6 hosts bracketed), as written; never empty.
-    pub endpoints: Vec<String>,
-    /// `protocol:`; default HTTP/1.1.
-    pub protocol: Protocol,
-    /// How long the proxy waits on it.
-    pub timeouts: UpstreamTimeouts,
-}
-
-/// How long the proxy waits on an upstream before giving up on a request (504, or the
-/// response cut once it has started).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamTimeouts {
-    /// Establishing a connection (`connect_timeout_ms`), 1..=600000; default 5 s.
-    pub connect: Duration,
-    /// Each read: the wait for the response headers and between two pieces of the body
-    /// (`read_timeout_ms`), 1..=86400000; default 60 s.
-    pub read: Duration,
-    /// Each write of the request (`write_timeout_ms`), 1..=86400000; default 60 s.
-    pub write: Duration,
-    /// The whole response, from when the upstream is picked to its last byte
-    /// (`response_timeout_ms`), 1..=86400000; default none (streams may last).
-    pub response: Option<Duration>,
-}
-
-impl Default for UpstreamTimeouts {
-    fn default() -> Self {
-        UpstreamTimeouts {
-            connect: Duration::from_secs(5),
-            read: Duration::from_secs(60),
-            write: Duration::from_secs(60),
-            response: None,
         }
     }
 }

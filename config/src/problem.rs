@@ -76,6 +76,30 @@ pub(crate) enum Problem {
         min: i64,
         max: i64,
     },
+    #[error("balance: hash needs a hash: mapping ({{header: NAME}} or {{source_ip: true}})")]
+    HashKeyMissing,
+    #[error("hash: give exactly one of header: NAME or source_ip: true")]
+    HashKeyChoice,
+    #[error("hash: applies only to balance: hash")]
+    HashWithoutHashBalance,
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("unknown balance {0:?} (known: round_robin, random, least_requests, hash)")]
+    Balance(String),
+    #[error("client_cert and client_key go together: give both or neither")]
+    ClientCertPair,
+    #[error(
+        "health check path must start with \"/\" and contain no spaces or control bytes, got {0:?}"
+    )]
+    HealthPath(String),
+    #[error("expected_statuses needs at least one status or range")]
+    NoStatuses,
+    #[error("invalid status {0:?}: expected a code from 100 to 599 or a range such as \"200-399\"")]
+    StatusRange(String),
+    #[error(
+        "unknown retry condition {0:?} (known: connect_failure, reset_before_response, \"502\", \"503\", \"504\")"
+    )]
+    RetryOn(String),
     #[error("upgrade_sock path is {len} bytes long, over the 107 bytes a Unix socket allows: {}", path.display())]
     SocketPathTooLong { path: PathBuf, len: usize },
 }

@@ -6,6 +6,10 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
+mod upstream;
+
+pub(crate) use upstream::*;
+
 /// The whole file. Field names are the YAML keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping of wasmgate settings")]
@@ -87,26 +91,6 @@ pub(crate) struct RawLimits {
     pub(crate) max_body_bytes: Option<i64>,
     #[serde(default)]
     pub(crate) compile_timeout_ms: Option<i64>,
-}
-
-/// One entry under `upstreams:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an upstream mapping")]
-pub(crate) struct RawUpstream {
-    /// `host:port` strings; required.
-    pub(crate) endpoints: Vec<String>,
-    /// `http1` or `http2`; default `http1`.
-    #[serde(default)]
-    pub(crate) protocol: Option<String>,
-    /// Timeouts in milliseconds; defaults in `UpstreamTimeouts`.
-    #[serde(default)]
-    pub(crate) connect_timeout_ms: Option<i64>,
-    #[serde(default)]
-    pub(crate) read_timeout_ms: Option<i64>,
-    #[serde(default)]
-    pub(crate) write_timeout_ms: Option<i64>,
-    #[serde(default)]
-    pub(crate) response_timeout_ms: Option<i64>,
 }
 
 /// One item of the top-level `filters:` list.

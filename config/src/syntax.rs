@@ -53,7 +53,7 @@ pub(crate) fn check_host_pattern(s: &str) -> Result<(), &'static str> {
     check_host_name(name)
 }
 
-fn check_host_name(s: &str) -> Result<(), &'static str> {
+pub(crate) fn check_host_name(s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         Err("missing host")
     } else if s.chars().all(is_name_char) {

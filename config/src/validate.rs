@@ -4,18 +4,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::model::{
-    ClientLimits, DEFAULT_MAX_PAUSED_STREAMS, Limits, Protocol, TlsListener, UpstreamTimeouts,
-};
-use crate::positions::child;
+use crate::model::{ClientLimits, DEFAULT_MAX_PAUSED_STREAMS, Limits, TlsListener};
 use crate::problem::Problem;
 use crate::report::Report;
-use crate::schema::{
-    RawClient, RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener, RawUpstream,
-};
-use crate::syntax::{check_endpoint, check_host_pattern, is_name};
+use crate::schema::{RawClient, RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener};
+use crate::syntax::{check_host_pattern, is_name};
 use crate::{Config, Errors, Filter, ParseOptions, Route, Upstream, WasmSource};
 
 /// Checks `raw` as read from `source`; every problem ends up in `report`.
@@ -37,8 +31,8 @@ pub(crate) fn validate(
             None
         }
     });
-    let upstreams = upstreams(raw.upstreams.0, &mut report);
     let base = source.parent().unwrap_or(Path::new(""));
+    let upstreams = upstream::upstreams(raw.upstreams.0, base, &mut report);
     let listen_tls = raw
         .listen_tls
         .unwrap_or_default()
@@ -213,22 +207,6 @@ fn ranged(
     u64::try_from(value).ok()
 }
 
-/// An upstream's `*_timeout_ms` keys, over the defaults.
-fn timeouts(raw: &RawUpstream, key: &str, report: &mut Report<'_>) -> UpstreamTimeouts {
-    const DAY_MS: i64 = 86_400_000;
-    let mut ms = |name: &'static str, value: Option<i64>, max: i64| {
-        ranged(&format!("{key}.{name}"), name, value?, (1, max), report).map(Duration::from_millis)
-    };
-    let defaults = UpstreamTimeouts::default();
-    UpstreamTimeouts {
-        connect: ms("connect_timeout_ms", raw.connect_timeout_ms, 600_000)
-            .unwrap_or(defaults.connect),
-        read: ms("read_timeout_ms", raw.read_timeout_ms, DAY_MS).unwrap_or(defaults.read),
-        write: ms("write_timeout_ms", raw.write_timeout_ms, DAY_MS).unwrap_or(defaults.write),
-        response: ms("response_timeout_ms", raw.response_timeout_ms, DAY_MS).or(defaults.response),
-    }
-}
-
 /// `cache_dir:`: created by the proxy if missing, so only an existing non-directory is wrong.
 fn cache_dir(raw: &str, base: &Path, report: &mut Report<'_>) -> Option<PathBuf> {
     if raw.is_empty() {
@@ -286,71 +264,6 @@ fn listen(raw: &RawConfig, report: &mut Report<'_>) -> Vec<SocketAddr> {
             socket_addr(a, &key, report)
         })
         .collect()
-}
-
-fn upstreams(raw: Vec<(String, RawUpstream)>, report: &mut Report<'_>) -> Vec<Upstream> {
-    if raw.is_empty() {
-        report.add("upstreams", Problem::NoUpstreams);
-    }
-    // Names seen so far, with how often, to place a repeat at its own key.
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for (name, up) in raw {
-        let key = child("upstreams", &name);
-        let count = seen.entry(name.clone()).or_default();
-        if *count > 0 {
-            let first_line = report.location_of(&key).line;
-            let at = report.location(report.positions().nth(&key, *count));
-            let problem = Problem::Duplicate {
-                kind: "upstream",
-                name: name.clone(),
-                first_line,
-            };
-            report.add_at(&key, at, problem.to_string());
-        } else if !is_name(&name) {
-            let name = name.clone();
-            report.add(
-                &key,
-                Problem::Name {
-                    kind: "upstream",
-                    name,
-                },
-            );
-        }
-        *count += 1;
-        let endpoints_key = format!("{key}.endpoints");
-        if up.endpoints.is_empty() {
-            report.add(&endpoints_key, Problem::NoEndpoints);
-        }
-        for (j, e) in up.endpoints.iter().enumerate() {
-            if let Err(reason) = check_endpoint(e) {
-                let value = e.clone();
-                report.add(
-                    &format!("{endpoints_key}[{j}]"),
-                    Problem::Endpoint { value, reason },
-                );
-            }
-        }
-        let protocol = match up.protocol.as_deref() {
-            None | Some("http1") => Protocol::Http1,
-            Some("http2") => Protocol::Http2,
-            Some(other) => {
-                report.add(
-                    &format!("{key}.protocol"),
-                    Problem::Protocol(other.to_owned()),
-                );
-                Protocol::Http1
-            }
-        };
-        let timeouts = timeouts(&up, &key, report);
-        out.push(Upstream {
-            name,
-            protocol,
-            endpoints: up.endpoints,
-            timeouts,
-        });
-    }
-    out
 }
 
 fn filter(
@@ -537,6 +450,8 @@ fn unique<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
     }
     out
 }
+
+mod upstream;
 
 #[cfg(test)]
 mod tests;

@@ -91,3 +91,41 @@ fn full_example_in_place_lacks_only_its_wasm_file() {
         format!("wasm file not found: {}", missing.display())
     );
 }
+
+#[test]
+fn tls_upstream_example_loads_next_to_its_certificates() -> Result<(), Box<dyn std::error::Error>> {
+    // The configuration checks that the files exist; the proxy reads them when it builds.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("upstreams-tls.yaml");
+    std::fs::copy(example("upstreams-tls.yaml"), &path)?;
+    std::fs::create_dir(dir.path().join("certs"))?;
+    for f in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::write(dir.path().join("certs").join(f), b"-")?;
+    }
+    let c = load_ok(&path);
+    let api = &c.upstreams[0];
+    assert_eq!(api.endpoints[1].weight, 2);
+    let tls = api.tls.as_ref().expect("tls");
+    assert_eq!(tls.sni.as_deref(), Some("api.internal"));
+    assert_eq!(tls.ca, Some(dir.path().join("certs/ca.pem")));
+    assert!(tls.client_cert.is_some());
+    let hc = api.health_check.as_ref().expect("health_check");
+    assert_eq!(hc.path, "/healthz");
+    assert!(hc.expects(204) && !hc.expects(503));
+    assert_eq!(api.retries.attempts, 1);
+    assert!(api.retries.connect_failure && api.retries.reset_before_response);
+    assert_eq!(api.retries.statuses, [503]);
+
+    // In place, only the certificates are missing.
+    let errors = load(&example("upstreams-tls.yaml"), &opts()).expect_err("no certs/");
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "upstreams.api.tls.ca",
+            "upstreams.api.tls.client_cert",
+            "upstreams.api.tls.client_key"
+        ]
+    );
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! The admin listener: `GET /metrics` (Prometheus), `GET /ready`, `GET /config`,
-//! `POST /reload`.
+//! `GET /upstreams`, `POST /reload`.
 
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>
 /// The method each path takes.
 fn allowed(path: &str) -> Option<Method> {
     match path {
-        "/metrics" | "/ready" | "/config" => Some(Method::GET),
+        "/metrics" | "/ready" | "/config" | "/upstreams" => Some(Method::GET),
         "/reload" => Some(Method::POST),
         _ => None,
     }
@@ -115,6 +115,15 @@ impl ServeHttp for Admin {
             }
             "/ready" => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
             "/config" => json_reply(StatusCode::OK, &self.config_json()),
+            "/upstreams" => {
+                let generation = self.state.current.load();
+                let upstreams: Vec<_> = generation
+                    .upstreams
+                    .iter()
+                    .map(|u| u.admin_json())
+                    .collect();
+                json_reply(StatusCode::OK, &json!({ "upstreams": upstreams }))
+            }
             "/reload" => {
                 let outcome = self.reloader.reload(Trigger::Admin).await;
                 let status = match outcome.result {

@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
-use pingora::upstreams::peer::HttpPeer;
 use wasmgate_abi::{
     CalloutError, CalloutFuture, CalloutHandler, CalloutRequest, CalloutResponse, FieldName,
     GrpcEvent, GrpcFuture, GrpcOutbound, GrpcRequest, HeaderMap, Pseudo,
@@ -115,13 +114,12 @@ impl CalloutHandler for Callouts {
         Box::pin(async move {
             let upstream =
                 upstream.ok_or_else(|| CalloutError::Failed("unknown upstream".into()))?;
-            let backend = upstream
-                .balancer
-                .select(b"", 256)
+            let pick = upstream
+                .pick_for_callout()
                 .ok_or_else(|| CalloutError::Failed("the upstream has no endpoint".into()))?;
-            let mut peer = HttpPeer::new(backend, false, String::new());
+            let mut peer = upstream.peer(&pick);
             let io = request.timeout.unwrap_or(IO_TIMEOUT);
-            peer.options.connection_timeout = Some(upstream.timeouts.connect.min(io));
+            peer.options.connection_timeout = Some(upstream.config.timeouts.connect.min(io));
             peer.options.read_timeout = Some(io);
             peer.options.write_timeout = Some(io);
             let header = request_header(&request)?;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use pingora::lb::{LoadBalancer, selection::RoundRobin};
 use sha2::{Digest, Sha256};
 use wasmgate_abi::{
     CacheStatus, CalloutHandler, Chain, CompiledModule, FilterPool, LoadError, Plugin,
@@ -71,22 +70,7 @@ impl LoadedFilter {
     }
 }
 
-/// An upstream: its endpoints, balanced round robin.
-pub struct Upstream {
-    pub name: String,
-    pub balancer: LoadBalancer<RoundRobin>,
-    /// Speak HTTP/2 (prior knowledge) to it.
-    pub http2: bool,
-    pub timeouts: wasmgate_config::UpstreamTimeouts,
-}
-
-impl fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::upstream::Upstream;
 
 /// A route with what it resolves to.
 #[derive(Debug)]
@@ -103,6 +87,8 @@ pub struct Generation {
     pub config: Config,
     pub filters: Vec<LoadedFilter>,
     pub routes: Vec<RouteEntry>,
+    /// Its upstreams, in file order.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// What it was built from: the SHA-256 of the configuration text and of every module
     /// (see `reload`); zero when not known. Equal fingerprints mean nothing to reload.
     pub fingerprint: [u8; 32],
@@ -207,12 +193,13 @@ fn limits(configured: &wasmgate_config::Limits) -> wasmgate_abi::Limits {
     limits
 }
 
-/// Whether two configurations name the same upstreams with the same endpoints.
+/// Whether two configurations describe the same upstreams, setting for setting.
 fn same_upstreams(a: &Config, b: &Config) -> bool {
     a.upstreams.len() == b.upstreams.len()
-        && a.upstreams.iter().zip(&b.upstreams).all(|(x, y)| {
-            x.name == y.name && x.endpoints == y.endpoints && x.protocol == y.protocol
-        })
+        && a.upstreams
+            .iter()
+            .zip(&b.upstreams)
+            .all(|(x, y)| x.same_settings(y))
 }
 
 /// Builds a generation: reads and compiles each filter's module (once per distinct module),
@@ -252,23 +239,17 @@ pub fn build_from(
         modules.insert(m.sha256(), m.clone());
     }
     let mut upstreams = HashMap::new();
+    let mut upstream_list = Vec::with_capacity(config.upstreams.len());
     for u in &config.upstreams {
-        let balancer = LoadBalancer::try_from_iter(u.endpoints.iter().map(String::as_str))
-            .map_err(|e| BuildError {
-                location: None,
-                what: format!("upstream {}", u.name),
-                message: format!("cannot resolve its endpoints: {e}"),
-                filter: None,
-            })?;
-        upstreams.insert(
-            u.name.clone(),
-            Arc::new(Upstream {
-                name: u.name.clone(),
-                balancer,
-                http2: u.protocol == wasmgate_config::Protocol::Http2,
-                timeouts: u.timeouts,
-            }),
-        );
+        let upstream = Upstream::build(u).map_err(|message| BuildError {
+            location: Some(u.location.clone()),
+            what: format!("upstream {}", u.name),
+            message,
+            filter: None,
+        })?;
+        let upstream = Arc::new(upstream);
+        upstream_list.push(upstream.clone());
+        upstreams.insert(u.name.clone(), upstream);
     }
 
     // Filters reach upstreams of this generation only, by name.
@@ -372,6 +353,7 @@ pub fn build_from(
         config,
         filters,
         routes,
+        upstreams: upstream_list,
         fingerprint: [0; 32],
     })
 }

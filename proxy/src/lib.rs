@@ -16,4 +16,5 @@ pub mod pause;
 pub mod reload;
 pub mod server;
 pub mod service;
+pub mod upstream;
 pub mod watch;

@@ -229,6 +229,13 @@ impl Snapshot {
         for s in &sources {
             hash.update(s.sha256);
         }
+        // A certificate replaced on disk is a change to reload, even with the same text.
+        for file in crate::upstream::tls_files(&config) {
+            hash.update(file.as_os_str().as_encoded_bytes());
+            if let Ok(bytes) = std::fs::read(&file) {
+                hash.update(Sha256::digest(&bytes));
+            }
+        }
         Snapshot {
             config,
             sources,
@@ -600,14 +607,16 @@ fn remember(recent: &mut Vec<Arc<CompiledModule>>, generation: &Generation) {
     }
 }
 
-/// The configuration file and every module file it names.
+/// The configuration file and every module and upstream TLS file it names.
 fn files_of(path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![path.to_path_buf()];
-    for f in &config.filters {
-        if let WasmSource::File(wasm) = &f.wasm
-            && !files.contains(wasm)
-        {
-            files.push(wasm.clone());
+    let modules = config.filters.iter().filter_map(|f| match &f.wasm {
+        WasmSource::File(wasm) => Some(wasm.clone()),
+        WasmSource::Builtin(_) => None,
+    });
+    for file in modules.chain(crate::upstream::tls_files(config)) {
+        if !files.contains(&file) {
+            files.push(file);
         }
     }
     files

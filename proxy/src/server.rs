@@ -131,6 +131,13 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: upgrade_sock.clone(),
         upgrade_sock_connect_accept_max_retries: Some(UPGRADE_WAIT_ATTEMPTS),
+        // Pingora keeps one pool of idle upstream connections for the process.
+        upstream_keepalive_pool_size: config
+            .upstreams
+            .iter()
+            .map(|u| u.keepalive.max_idle)
+            .max()
+            .unwrap_or(128),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -206,6 +213,12 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
         tracing::info!(%addr, "demo origin listening");
         server.add_service(service);
     }
+    server.add_service(background_service(
+        "upstreams",
+        crate::upstream::service::UpstreamService {
+            state: state.clone(),
+        },
+    ));
     server.add_service(background_service(
         "reload",
         reload::ReloadService {

@@ -109,6 +109,10 @@ pub struct RequestCtx {
     deadline: Option<Instant>,
     /// A filter saw the request body, or the response: a retry would show it to them twice.
     filtered: bool,
+    /// The upstream of this request, once `upstream_peer` picked it.
+    upstream: Option<Arc<crate::upstream::Upstream>>,
+    /// The tries made at it.
+    attempts: crate::upstream::attempt::Attempts,
 }
 
 fn plain(status: u16, body: &'static str) -> Replacement {
@@ -337,6 +341,8 @@ impl ProxyHttp for WasmGate {
             body_clock: Default::default(),
             deadline: None,
             filtered: false,
+            upstream: None,
+            attempts: Default::default(),
         }
     }
 
@@ -429,40 +435,40 @@ impl ProxyHttp for WasmGate {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
             .and_then(|i| ctx.generation.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
-        let backend = route.upstream.balancer.select(b"", 256).ok_or_else(|| {
-            Error::explain(
-                ErrorType::HTTPStatus(502),
-                format!("upstream {} has no endpoint", route.upstream.name),
-            )
-        })?;
-        let mut peer = HttpPeer::new(backend, false, String::new());
-        if route.upstream.http2 {
-            // HTTP/2 with prior knowledge (h2c).
-            peer.options.set_http_version(2, 2);
-        }
-        // Pingora's defaults are no timeouts at all, which lets a silent upstream hold a
-        // request forever.
-        let timeouts = route.upstream.timeouts;
-        peer.options.connection_timeout = Some(timeouts.connect);
-        // A response that must be whole within `response` cannot wait longer for its head.
-        peer.options.read_timeout = Some(
-            timeouts
-                .response
-                .map_or(timeouts.read, |r| r.min(timeouts.read)),
-        );
-        peer.options.write_timeout = Some(timeouts.write);
+        let upstream = ctx
+            .upstream
+            .get_or_insert_with(|| route.upstream.clone())
+            .clone();
+        let peer = crate::upstream::hooks::peer(&upstream, session, &mut ctx.attempts)?;
         // A retry picks a peer again: the deadline counts from the first pick.
         if ctx.deadline.is_none() {
-            ctx.deadline = timeouts.response.map(|d| Instant::now() + d);
+            ctx.deadline = upstream
+                .config
+                .timeouts
+                .response
+                .map(|d| Instant::now() + d);
         }
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(upstream) = ctx.upstream.clone() {
+            crate::upstream::hooks::connect_failed(&upstream, &mut ctx.attempts, &mut e);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -476,10 +482,7 @@ impl ProxyHttp for WasmGate {
         }
         if ctx.request.reframe {
             // Chunked for HTTP/1.1; HTTP/2 frames the body itself (and forbids the header).
-            let http2 = ctx
-                .route
-                .and_then(|i| ctx.generation.routes.get(i))
-                .is_some_and(|r| r.upstream.http2);
+            let http2 = ctx.upstream.as_ref().is_some_and(|u| u.http2());
             headers::reframe_request(upstream_request, !http2);
         }
         ctx.request.announced = announced_length(&upstream_request.headers);
@@ -558,8 +561,13 @@ impl ProxyHttp for WasmGate {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(upstream) = ctx.upstream.clone() {
+            let replayable = !ctx.filtered && !session.as_ref().retry_buffer_truncated();
+            let status = upstream_response.status.as_u16();
+            crate::upstream::hooks::response(&upstream, &mut ctx.attempts, status, replayable)?;
+        }
         // Pingora 0.9.1 refuses a 101 only when the client and the upstream request disagree
         // on the upgrade; a 101 to a request that asked for none would open a tunnel that
         // bypasses the filters, and make the client read what follows as another protocol.
@@ -721,6 +729,21 @@ impl ProxyHttp for WasmGate {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = !ctx.filtered
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if let Some(upstream) = ctx.upstream.clone()
+            && let Some(retry) = crate::upstream::hooks::proxy_failed(
+                &upstream,
+                &mut ctx.attempts,
+                &e,
+                client_reused,
+                replayable,
+            )
+        {
+            e.set_retry(retry);
+            return e;
+        }
         // Pingora's default, plus: no retry once a filter saw the request body or the response,
         // which a retry would show it a second time.
         if ctx.filtered

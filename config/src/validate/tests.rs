@@ -327,7 +327,12 @@ routes: [{upstream: alpha}]
     let c = ok(text);
     let names: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["zeta", "alpha"]);
-    assert_eq!(c.upstreams[1].endpoints, ["a:1", "[::1]:2"]);
+    let endpoints: Vec<&str> = c.upstreams[1]
+        .endpoints
+        .iter()
+        .map(|e| e.address.as_str())
+        .collect();
+    assert_eq!(endpoints, ["a:1", "[::1]:2"]);
 }
 
 #[test]

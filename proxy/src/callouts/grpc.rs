@@ -161,15 +161,12 @@ async fn exchange(
     events: &Sender<GrpcEvent>,
 ) -> Result<Close, Close> {
     let upstream = upstream.ok_or_else(|| unavailable("unknown upstream"))?;
-    let backend = upstream
-        .balancer
-        .select(b"", 256)
-        .ok_or_else(|| unavailable("the upstream has no endpoint"))?;
-    let addr = *backend
-        .addr
-        .as_inet()
-        .ok_or_else(|| unavailable("the endpoint is not a TCP address"))?;
-    let connect = upstream.timeouts.connect;
+    let addr = upstream
+        .pick_for_callout()
+        .ok_or_else(|| unavailable("the upstream has no endpoint"))?
+        .state
+        .addr;
+    let connect = upstream.config.timeouts.connect;
     let wait = request.timeout.map_or(connect, |t| t.min(connect));
     let mut connection = connections.ready(addr, wait).await?;
     let head = request_head(&upstream.name, addr, &request)?;
@@ -621,13 +618,7 @@ mod tests {
 
     fn callouts(addr: SocketAddr) -> Arc<super::super::Callouts> {
         let endpoint = addr.to_string();
-        let balancer = pingora::lb::LoadBalancer::try_from_iter([endpoint.as_str()]).unwrap();
-        let upstream = Upstream {
-            name: "g".into(),
-            balancer,
-            http2: true,
-            timeouts: Default::default(),
-        };
+        let upstream = Upstream::for_test("g", &endpoint, true);
         let upstreams = HashMap::from([("g".to_string(), Arc::new(upstream))]);
         Arc::new(super::super::Callouts::new(upstreams))
     }
