@@ -36,6 +36,7 @@ async fn weighted_round_robin_follows_the_weights() {
         1000,
         "every request answered by a backend: {seen:?}"
     );
+    eprintln!("weighted 1:3 over 1000: {seen:?}");
     let light_share = percent(seen["light"], total);
     let heavy_share = percent(seen["heavy"], total);
     assert!(
@@ -165,6 +166,7 @@ async fn consistent_hashing_keeps_keys_on_their_endpoint_when_one_is_added() {
         "keys that did not go to the new endpoint must stay where they were: {wrong:?}"
     );
     let moved = percent(moved_to_c, keys.len());
+    eprintln!("hash: a {on_a}, b {on_b} of 300; {moved_to_c} moved to c");
     assert!(
         moved > 5.0 && moved <= 50.0,
         "about a third of the keys should move to c, {moved}% did"
@@ -237,4 +239,115 @@ async fn a_host_name_endpoint_is_resolved_and_re_resolved() {
         Some(1.0),
         "the health gauge is labelled with the configured endpoint"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hashed_keys_leave_an_unhealthy_endpoint_and_come_back_to_it() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let c = Backend::start("c").await;
+    let upstream = format!(
+        "{}    balance: hash\n    hash: {{header: x-user}}\n    health_check:\n      path: {}\n      interval_ms: 100\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n",
+        endpoints(&[a.endpoint(), b.endpoint(), c.endpoint()]),
+        crate::lb_support::HEALTH_PATH
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let keys: Vec<String> = (0..150).map(|i| format!("key-{i}")).collect();
+    let before = placement(&proxy, &keys).await;
+    let on_c = before.values().filter(|w| *w == "c").count();
+    assert!(on_c >= 10, "c has keys: {on_c} of 150");
+
+    c.set_health(503);
+    let down =
+        crate::lb_support::wait_endpoint(&proxy, &c.endpoint(), Duration::from_secs(10), |e| {
+            e["healthy"] == false
+        })
+        .await;
+    assert!(
+        down.is_some(),
+        "c never unhealthy: {}",
+        upstreams(&proxy).await
+    );
+    let during = placement(&proxy, &keys).await;
+    let mut wrong = Vec::new();
+    for key in &keys {
+        let (then, now) = (&before[key], &during[key]);
+        let ok = if then == "c" {
+            now == "a" || now == "b"
+        } else {
+            now == then
+        };
+        if !ok {
+            wrong.push(format!("{key}: {then} -> {now}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "only c's keys move while c is unhealthy, to a live endpoint: {wrong:?}"
+    );
+
+    c.set_health(200);
+    let up =
+        crate::lb_support::wait_endpoint(&proxy, &c.endpoint(), Duration::from_secs(10), |e| {
+            e["healthy"] == true
+        })
+        .await;
+    assert!(
+        up.is_some(),
+        "c never healthy again: {}",
+        upstreams(&proxy).await
+    );
+    let after = placement(&proxy, &keys).await;
+    assert_eq!(after, before, "every key is back where it was");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_removes_an_endpoint_stops_its_traffic() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let both = config(&endpoints(&[a.endpoint(), b.endpoint()]), "", "");
+    let one = config(&endpoints(&[a.endpoint()]), "", "");
+    let proxy = Proxy::start_with(&both, &["--no-watch"]);
+    let seen = spread(&proxy, "/r", &[], 20, 1).await;
+    assert_eq!(seen.get("b"), Some(&10), "{seen:?}");
+    proxy.write_config(&one);
+    let outcome = reload(&proxy).await;
+    assert_eq!(outcome["result"], "ok", "{outcome}");
+    let all = upstreams(&proxy).await;
+    assert!(
+        endpoint(&all, "api", &b.endpoint()).is_none(),
+        "b is gone: {all}"
+    );
+    let served = b.requests();
+    let seen = spread(&proxy, "/r", &[], 20, 2).await;
+    assert_eq!(seen.get("a"), Some(&20), "{seen:?}");
+    assert_eq!(b.requests(), served);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_endpoints_are_balanced_and_health_checked() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let upstream = format!(
+        "{}    protocol: http2\n    health_check:\n      path: {}\n      interval_ms: 100\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n",
+        endpoints(&[a.endpoint(), b.endpoint()]),
+        crate::lb_support::HEALTH_PATH
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (a.health_checks() < 2 || b.health_checks() < 2) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        a.health_checks() >= 2 && b.health_checks() >= 2,
+        "checks ran"
+    );
+    let all = upstreams(&proxy).await;
+    for backend in [&a, &b] {
+        let entry = endpoint(&all, "api", &backend.endpoint()).expect("in /upstreams");
+        assert_eq!(entry["healthy"], true, "{all}\n{}", proxy.log());
+    }
+    let seen = spread(&proxy, "/h2", &[], 40, 2).await;
+    assert_eq!(seen.get("a"), Some(&20), "{seen:?}");
+    assert_eq!(seen.get("b"), Some(&20), "{seen:?}");
 }

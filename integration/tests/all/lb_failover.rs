@@ -65,6 +65,7 @@ async fn a_killed_endpoint_is_ejected_passively_and_comes_back() {
         upstreams(&proxy).await,
         proxy.log()
     );
+    eprintln!("ejected after {took:?}");
     let text = metrics(&proxy).await;
     let ejections = metric(
         &text,
@@ -91,6 +92,10 @@ async fn a_killed_endpoint_is_ejected_passively_and_comes_back() {
     assert!(back.is_some(), "still ejected: {}", upstreams(&proxy).await);
 
     let report = load.stop().await;
+    eprintln!(
+        "load: {} requests, {} failed",
+        report.requests, report.failures
+    );
     assert!(report.requests > 100, "{report:?}");
     assert_eq!(
         report.failures,
@@ -137,6 +142,7 @@ async fn a_killed_endpoint_is_marked_unhealthy_within_the_thresholds_and_comes_b
             proxy.log()
         );
     };
+    eprintln!("unhealthy after {took:?}");
     // The thresholds allow about 1 s; a shared, noisy machine gets a generous margin.
     assert!(
         took <= Duration::from_secs(6),
@@ -177,6 +183,10 @@ async fn a_killed_endpoint_is_marked_unhealthy_within_the_thresholds_and_comes_b
     );
 
     let report = load.stop().await;
+    eprintln!(
+        "load: {} requests, {} failed",
+        report.requests, report.failures
+    );
     assert!(report.requests > 100, "{report:?}");
     assert_eq!(
         report.failures,

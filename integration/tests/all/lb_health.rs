@@ -192,3 +192,44 @@ async fn who(proxy: &Proxy, path: &str) -> String {
     crate::lb_support::who_answers(&wasmgate_integration::client::http(), &proxy.url(path), &[])
         .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_endpoint_is_ejected_all_are_still_tried() {
+    // Both answer 503 to real traffic: one failure ejects each (for a minute). Panic mode
+    // still sends requests to them, so the client gets their 503, not a proxy-made 502.
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    a.set_status(503);
+    b.set_status(503);
+    let upstream = format!(
+        "{}    outlier:\n      consecutive_failures: 1\n      ejection_ms: 60000\n",
+        endpoints(&[a.endpoint(), b.endpoint()])
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let http = wasmgate_integration::client::http();
+    for _ in 0..4 {
+        let _ = http.get(proxy.url("/e")).send().await;
+    }
+    let ejected = |e: &serde_json::Value| e["ejected"] == true;
+    for backend in [&a, &b] {
+        assert!(
+            wait_endpoint(&proxy, &backend.endpoint(), Duration::from_secs(5), ejected)
+                .await
+                .is_some(),
+            "{} not ejected: {}",
+            backend.name(),
+            upstreams(&proxy).await
+        );
+    }
+    let served = a.requests() + b.requests();
+    for _ in 0..10 {
+        let resp = http.get(proxy.url("/e")).send().await.expect("answers");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(
+            wasmgate_integration::client::header_all(&resp, "x-origin-name").len(),
+            1,
+            "the endpoint's own 503, not the proxy's"
+        );
+    }
+    assert_eq!(a.requests() + b.requests(), served + 10);
+}

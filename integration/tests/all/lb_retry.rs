@@ -301,11 +301,7 @@ fn seen_filter(dir: &std::path::Path) -> String {
 
 /// How many times the proxy logged `needle` from the filter.
 fn logged(proxy: &Proxy, needle: &str) -> usize {
-    proxy
-        .log()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .count()
+    proxy.log().lines().filter(|l| l.contains(needle)).count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,4 +383,100 @@ async fn a_body_a_filter_saw_is_not_retried() {
     }
     assert!(checked, "no POST went to the resetting endpoint first");
     assert!(logged(&proxy, "lbseen body") >= 1, "the filter saw a body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_retry_goes_to_an_endpoint_not_tried_yet() {
+    // Two dead endpoints of three and two retries: every request succeeds only if no retry
+    // goes back to an endpoint already tried, whatever the random balancer picks.
+    let good = Backend::start("good").await;
+    let dead: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let upstream = format!(
+        "{}    balance: random\n    retries:\n      attempts: 2\n      on: [connect_failure]\n",
+        endpoints(&[dead[0].clone(), dead[1].clone(), good.endpoint()])
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let seen = spread(&proxy, "/d", &[], 100, 2).await;
+    assert_eq!(seen.get("good"), Some(&100), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_answered_503_is_retried_with_its_whole_body() {
+    let busy = Backend::start("busy").await;
+    busy.set_status(503);
+    let good = Backend::start("good").await;
+    let upstream = format!(
+        "{}    retries:\n      attempts: 1\n      on: [\"503\"]\n",
+        endpoints(&[busy.endpoint(), good.endpoint()])
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let http = wasmgate_integration::client::http();
+    let body = vec![b'b'; 5000];
+    for i in 0..4 {
+        let resp = http
+            .post(proxy.url(&format!("/p/{i}")))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.text().await.unwrap_or_default(), "good");
+    }
+    assert!(busy.requests() >= 1, "the busy endpoint was tried");
+    let log = good.request_log();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(
+        log.iter()
+            .all(|(m, _, len)| m == "POST" && *len == body.len()),
+        "the body arrived whole on the retry: {log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_retry_once_the_response_began() {
+    // The endpoint sends a response head and 10 of 100 body bytes, then resets: the head
+    // reached the client, so there is no retry; the client sees a cut response.
+    let trunc = Scripted::start(|_, mut stream| async move {
+        if read_head(&mut stream).await.is_some() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                .await;
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            reset(stream);
+        }
+    })
+    .await;
+    let good = Backend::start("good").await;
+    let upstream = format!(
+        "{}    retries:\n      attempts: 1\n      on: [connect_failure, reset_before_response, \"502\", \"503\", \"504\"]\n",
+        endpoints(&[trunc.endpoint(), good.endpoint()])
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let mut checked = false;
+    for i in 0..4 {
+        let (before, good_before) = (trunc.connections(), good.requests());
+        let got = crate::upstream_support::get_once(&proxy, &format!("/cut/{i}")).await;
+        if trunc.connections() == before {
+            assert_eq!(got.status(), 200, "{}", got.text());
+            continue;
+        }
+        checked = true;
+        assert_eq!(
+            good.requests(),
+            good_before,
+            "retried after the response began; the client got {:?}",
+            got.text()
+        );
+        assert_eq!(got.status(), 200, "the head went out: {}", got.text());
+        assert!(
+            got.body().len() < 100,
+            "the client must see a cut body, not a whole one: {}",
+            got.text()
+        );
+        break;
+    }
+    assert!(checked, "no request went to the truncating endpoint first");
 }

@@ -85,6 +85,7 @@ async fn a_wrong_sni_fails_verification_with_502_a_log_line_and_a_metric() {
             .collect();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("TLS failure log: {lines:?}");
     assert!(
         !lines.is_empty(),
         "no log line names the upstream and the certificate problem:\n{}",
@@ -321,5 +322,58 @@ async fn the_test_tls_origin_itself_verifies_and_requires_client_certificates() 
     assert!(
         without.as_ref().map_or(true, |t| !t.contains("200")),
         "no client certificate, no answer: {without:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_sni_is_sent_and_verified() {
+    // The certificate names only api.example.test; the endpoint is localhost.
+    let pki = TestPki::new("wasmgate test CA");
+    let origin = TlsOrigin::start("named", &pki.server(&["api.example.test"]), None).await;
+    let ca = pki.write_ca("ca.pem");
+    let upstream = format!(
+        "    endpoints: [\"{}\"]\n    tls:\n      sni: api.example.test\n      ca: {}\n",
+        origin.host_endpoint(),
+        ca.display()
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    let (status, body) = get(&proxy, "/sni").await;
+    assert_eq!(status, 200, "{body}\n{}", proxy.log());
+    assert_eq!(body["sni"], "api.example.test", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_of_a_tls_upstream_use_tls() {
+    let pki = TestPki::new("wasmgate test CA");
+    let origin = TlsOrigin::start("checked", &pki.server(&["localhost", "127.0.0.1"]), None).await;
+    let ca = pki.write_ca("ca.pem");
+    let upstream = format!(
+        "    endpoints: [\"{}\"]\n    tls:\n      ca: {}\n    health_check:\n      path: /healthz\n      interval_ms: 100\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n",
+        origin.host_endpoint(),
+        ca.display()
+    );
+    let proxy = Proxy::start(&config(&upstream, "", ""));
+    // Checks over plain HTTP would fail at once (unhealthy_threshold 1).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !origin.seen().iter().any(|s| s.path == "/healthz")
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let checks = origin
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/healthz")
+        .count();
+    assert!(checks >= 1, "no TLS health check reached the origin");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = crate::lb_support::upstreams(&proxy).await;
+    let entry = crate::lb_support::endpoint(&all, "api", &origin.ip_endpoint())
+        .unwrap_or_else(|| panic!("the endpoint in /upstreams: {all}"));
+    assert_eq!(entry["healthy"], true, "{all}\n{}", proxy.log());
+    let handshakes = origin.handshakes();
+    assert!(
+        handshakes.iter().all(Result::is_ok),
+        "failed handshakes: {handshakes:?}"
     );
 }
