@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+mod route;
+
+pub(crate) use route::RouteProblem;
+
 /// One problem, before it is placed at a key and a position.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Problem {
@@ -76,6 +80,8 @@ pub(crate) enum Problem {
         min: i64,
         max: i64,
     },
+    #[error(transparent)]
+    Route(#[from] RouteProblem),
     #[error("upgrade_sock path is {len} bytes long, over the 107 bytes a Unix socket allows: {}", path.display())]
     SocketPathTooLong { path: PathBuf, len: usize },
 }

@@ -93,6 +93,9 @@ impl Framing {
 pub struct RequestCtx {
     generation: Arc<Generation>,
     route: Option<usize>,
+    /// The upstream picked for the request (one of a weighted split), none before routing and
+    /// for a route that answers itself.
+    upstream: Option<Arc<crate::generation::Upstream>>,
     chain: Option<ChainStream>,
     /// Set when a filter replaced the response or failed after the request went upstream.
     replacement: Option<Replacement>,
@@ -307,13 +310,6 @@ impl WasmGate {
     }
 }
 
-fn request_host(session: &Session) -> Option<&str> {
-    let req = session.req_header();
-    req.uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
-}
-
 /// Whether a response to this request may use chunked framing (HTTP/1.1 downstream).
 fn downstream_chunked(session: &Session) -> bool {
     !session.is_http2() && session.req_header().version == http::Version::HTTP_11
@@ -327,6 +323,7 @@ impl ProxyHttp for WasmGate {
         RequestCtx {
             generation: self.state.current.load_full(),
             route: None,
+            upstream: None,
             chain: None,
             replacement: None,
             reset: false,
@@ -350,20 +347,29 @@ impl ProxyHttp for WasmGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let generation = ctx.generation.clone();
-        let path = session.req_header().uri.path();
-        let Some((index, _)) = generation.config.route_for(request_host(session), path) else {
+        let Some(index) = crate::routing::route_for(&generation, session.req_header()) else {
             ctx.status = send(session, plain(404, "404 Not Found: no route\n")).await?;
             return Ok(true);
         };
         ctx.route = Some(index);
+        ctx.upstream = crate::routing::pick_upstream(&generation.routes[index]);
+        let route = &generation.config.routes[index];
         let chain = generation.routes[index].chain.clone();
         if chain.is_empty() {
-            return Ok(false);
+            let Some(reply) = crate::routing::direct(route, session.req_header(), is_tls(session))
+            else {
+                return Ok(false);
+            };
+            let header = crate::routing::response(&reply);
+            ctx.status = send(session, Replacement { header, body: reply.body }).await?;
+            return Ok(true);
         }
 
         let mut stream = HttpStream::new(self.stream_info(session));
         stream.request_headers = headers::capture_request(session.req_header(), is_tls(session));
-        stream.set_cluster_name(generation.routes[index].upstream.name.clone());
+        if let Some(upstream) = &ctx.upstream {
+            stream.set_cluster_name(upstream.name.clone());
+        }
         ctx.request.ended = session.is_body_empty();
         let mut chain = ChainStream::new(chain, stream);
         let limit = generation.config.max_paused_streams;
@@ -375,6 +381,8 @@ impl ProxyHttp for WasmGate {
             settle(&mut chain, verdict, Bytes::new(), paused, limit).await
         };
         report(&mut chain);
+        let (req, tls) = (session.req_header(), is_tls(session));
+        let settled = crate::routing::answer(settled, Some(route), req, tls, &mut chain);
         let reply = match settled {
             Err(Stall::Left) => {
                 ctx.chain = Some(chain);
@@ -432,10 +440,7 @@ impl ProxyHttp for WasmGate {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .and_then(|i| ctx.generation.routes.get(i))
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
+        let route = crate::routing::Chosen::new(&ctx.generation, ctx.route, ctx.upstream.as_ref())?;
         let backend = route.upstream.balancer.select(b"", 256).ok_or_else(|| {
             Error::explain(
                 ErrorType::HTTPStatus(502),
@@ -449,7 +454,7 @@ impl ProxyHttp for WasmGate {
         }
         // Pingora's defaults are no timeouts at all, which lets a silent upstream hold a
         // request forever.
-        let timeouts = route.upstream.timeouts;
+        let timeouts = route.timeouts;
         peer.options.connection_timeout = Some(timeouts.connect);
         // A response that must be whole within `response` cannot wait longer for its head.
         peer.options.read_timeout = Some(
@@ -471,15 +476,13 @@ impl ProxyHttp for WasmGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        crate::routing::rewrite(&ctx.generation, ctx.route, upstream_request)?;
         if ctx.chain.is_none() {
             return Ok(());
         }
         if ctx.request.reframe {
             // Chunked for HTTP/1.1; HTTP/2 frames the body itself (and forbids the header).
-            let http2 = ctx
-                .route
-                .and_then(|i| ctx.generation.routes.get(i))
-                .is_some_and(|r| r.upstream.http2);
+            let http2 = ctx.upstream.as_ref().is_some_and(|u| u.http2);
             headers::reframe_request(upstream_request, !http2);
         }
         ctx.request.announced = announced_length(&upstream_request.headers);
