@@ -109,7 +109,12 @@ pub(crate) fn substitute<'a>(
                 None => (reference, None),
             };
             let value = if !is_variable_name(name) {
-                fail(old_col, format!("invalid variable name {name:?} in \"${{{reference}}}\": use letters, digits and '_', not starting with a digit"));
+                fail(
+                    old_col,
+                    format!(
+                        "invalid variable name {name:?} in \"${{{reference}}}\": use letters, digits and '_', not starting with a digit"
+                    ),
+                );
                 String::new()
             } else {
                 match (lookup(name), default) {
@@ -117,13 +122,23 @@ pub(crate) fn substitute<'a>(
                     (Some(v), _) => v,
                     (None, Some(d)) => d.to_owned(),
                     (None, None) => {
-                        fail(old_col, format!("environment variable {name} is not set and \"${{{name}}}\" has no default (write ${{{name}:-default}} for one)"));
+                        fail(
+                            old_col,
+                            format!(
+                                "environment variable {name} is not set and \"${{{name}}}\" has no default (write ${{{name}:-default}} for one)"
+                            ),
+                        );
                         String::new()
                     }
                 }
             };
             if value.contains(['\n', '\r']) {
-                fail(old_col, format!("environment variable {name} holds a line break: only one-line values can be substituted"));
+                fail(
+                    old_col,
+                    format!(
+                        "environment variable {name} holds a line break: only one-line values can be substituted"
+                    ),
+                );
             }
             out.push_str(&value);
             let len = value.chars().count();

@@ -143,7 +143,9 @@ pub(crate) struct RawFilter {
 
 /// Runs only when the key is present. serde_yaml reads `null` as an empty
 /// list, so this takes the value itself in order to refuse `null`.
-pub(crate) fn present_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+pub(crate) fn present_list<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = Option<Vec<String>>;

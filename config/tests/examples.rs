@@ -84,16 +84,34 @@ fn full_example_loads_next_to_its_wasm_file() -> Result<(), Box<dyn std::error::
     };
     let none = http::HeaderMap::new();
     assert_eq!(
-        route("GET", Some("cdn.example.com:8080"), "/static/a.css", None, &none),
+        route(
+            "GET",
+            Some("cdn.example.com:8080"),
+            "/static/a.css",
+            None,
+            &none
+        ),
         Some(0)
     );
-    assert_eq!(route("GET", Some("example.com"), "/static/a.css", None, &none), Some(4));
-    assert_eq!(route("GET", None, "/api/v1/x", Some("beta=1"), &none), Some(4));
+    assert_eq!(
+        route("GET", Some("example.com"), "/static/a.css", None, &none),
+        Some(4)
+    );
+    assert_eq!(
+        route("GET", None, "/api/v1/x", Some("beta=1"), &none),
+        Some(4)
+    );
     headers.insert("x-canary", "1".parse()?);
     headers.insert("user-agent", "Mozilla/5.0".parse()?);
     headers.insert("x-request-id", "abc".parse()?);
-    assert_eq!(route("GET", None, "/api/v1/x", Some("beta=1"), &headers), Some(1));
-    assert_eq!(route("PUT", None, "/api/v1/x", Some("beta=1"), &headers), Some(4));
+    assert_eq!(
+        route("GET", None, "/api/v1/x", Some("beta=1"), &headers),
+        Some(1)
+    );
+    assert_eq!(
+        route("PUT", None, "/api/v1/x", Some("beta=1"), &headers),
+        Some(4)
+    );
     assert_eq!(route("GET", None, "/health", None, &none), Some(2));
     assert_eq!(route("GET", None, "/old/x", None, &none), Some(3));
     assert_eq!(c.routes[1].upstreams(), [("backend", 90), ("static", 10)]);

@@ -34,7 +34,9 @@ pub(crate) fn route_for(generation: &Generation, req: &RequestHeader) -> Option<
         query: req.uri.query(),
         headers: &req.headers,
     };
-    generation.config.route_for(&head).map(|(i, _)| i)
+    let (index, route) = generation.config.route_for(&head)?;
+    tracing::debug!(route = %route.name, "routed");
+    Some(index)
 }
 
 /// The upstream a request on `entry` goes to: its one upstream, or one of a weighted split,
@@ -206,7 +208,10 @@ fn reply_headers(reply: &LocalReply) -> HeaderMap {
     for (name, value) in &reply.headers {
         map.push(name.clone(), value.clone());
     }
-    let typed = reply.headers.iter().any(|(n, _)| n == http::header::CONTENT_TYPE);
+    let typed = reply
+        .headers
+        .iter()
+        .any(|(n, _)| n == http::header::CONTENT_TYPE);
     if !reply.body.is_empty() && !typed {
         map.push(
             HeaderName::from_static("content-type"),

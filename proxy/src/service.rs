@@ -361,7 +361,14 @@ impl ProxyHttp for WasmGate {
                 return Ok(false);
             };
             let header = crate::routing::response(&reply);
-            ctx.status = send(session, Replacement { header, body: reply.body }).await?;
+            ctx.status = send(
+                session,
+                Replacement {
+                    header,
+                    body: reply.body,
+                },
+            )
+            .await?;
             return Ok(true);
         }
 

@@ -35,7 +35,10 @@ fn variables_and_defaults_are_replaced() {
 #[test]
 fn dollars_without_a_brace_and_escapes_stay_literal() {
     assert_eq!(sub("a: $PORT $ 5$\n").unwrap(), "a: $PORT $ 5$\n");
-    assert_eq!(sub("a: $${PORT} $${NOPE}\n").unwrap(), "a: ${PORT} ${NOPE}\n");
+    assert_eq!(
+        sub("a: $${PORT} $${NOPE}\n").unwrap(),
+        "a: ${PORT} ${NOPE}\n"
+    );
     assert_eq!(sub("a: $$x\n").unwrap(), "a: $$x\n");
 }
 
@@ -64,7 +67,9 @@ fn unset_variables_are_errors_at_their_line_and_column() {
 fn malformed_references_and_multi_line_values_are_errors() {
     assert_eq!(
         sub("a: ${PORT\n").unwrap_err(),
-        ["wasmgate.yaml:1:4: unclosed \"${\": write ${NAME} or ${NAME:-default}, or $${ for a literal \"${\""]
+        [
+            "wasmgate.yaml:1:4: unclosed \"${\": write ${NAME} or ${NAME:-default}, or $${ for a literal \"${\""
+        ]
     );
     assert_eq!(
         sub("a: ${1X} ${} ${A B}\n").unwrap_err(),
@@ -76,14 +81,20 @@ fn malformed_references_and_multi_line_values_are_errors() {
     );
     assert_eq!(
         sub("a: ${TWO_LINES}\n").unwrap_err(),
-        ["wasmgate.yaml:1:4: environment variable TWO_LINES holds a line break: only one-line values can be substituted"]
+        [
+            "wasmgate.yaml:1:4: environment variable TWO_LINES holds a line break: only one-line values can be substituted"
+        ]
     );
 }
 
 #[test]
 fn columns_map_back_to_the_text_as_written() {
-    let s = substitute("a: ${HOST}:${PORT} x\nb: ${PORT}\nc: $${y} z\n", Path::new(FILE), &vars)
-        .expect("substituted");
+    let s = substitute(
+        "a: ${HOST}:${PORT} x\nb: ${PORT}\nc: $${y} z\n",
+        Path::new(FILE),
+        &vars,
+    )
+    .expect("substituted");
     assert_eq!(s.text, "a: 127.0.0.1:9000 x\nb: 9000\nc: ${y} z\n");
     let at = |line, column| {
         let mut l = Location {
@@ -129,7 +140,9 @@ fn parse_errors_after_substitution_point_into_the_file_as_written() {
     let errors = crate::parse::parse_with_env(&typo, Path::new(FILE), &opts(), &vars)
         .expect_err("an unknown key");
     assert!(
-        errors.to_string().starts_with("wasmgate.yaml:6:28: routes[0].filter: unknown field"),
+        errors
+            .to_string()
+            .starts_with("wasmgate.yaml:6:28: routes[0].filter: unknown field"),
         "{errors}"
     );
 }

@@ -205,7 +205,9 @@ impl Route {
     pub fn upstreams(&self) -> Vec<(&str, u32)> {
         match &self.action {
             RouteAction::Upstream(name) => vec![(name.as_str(), 1)],
-            RouteAction::Split(split) => split.iter().map(|w| (w.name.as_str(), w.weight)).collect(),
+            RouteAction::Split(split) => {
+                split.iter().map(|w| (w.name.as_str(), w.weight)).collect()
+            }
             RouteAction::Redirect(_) | RouteAction::Respond(_) => Vec::new(),
         }
     }
@@ -244,15 +246,13 @@ fn decoded_eq(raw: &str, want: &str) -> bool {
     while i < raw.len() {
         let byte = match raw[i] {
             b'+' => b' ',
-            b'%' if i + 2 < raw.len() => {
-                match (hex(raw[i + 1]), hex(raw[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        i += 2;
-                        hi << 4 | lo
-                    }
-                    _ => b'%',
+            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    i += 2;
+                    hi << 4 | lo
                 }
-            }
+                _ => b'%',
+            },
             b => b,
         };
         i += 1;
@@ -264,7 +264,9 @@ fn decoded_eq(raw: &str, want: &str) -> bool {
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// `example.com:8080` -> `example.com`, `[::1]:80` -> `[::1]`. A bare IPv6

@@ -87,7 +87,11 @@ fn route(
     let to_upstream = matches!(action, RouteAction::Upstream(_) | RouteAction::Split(_));
     let mut upstream_only = |present: bool, what: &'static str| {
         if present && !to_upstream {
-            bad(report, &format!("{key}.{what}"), RouteProblem::UpstreamOnly(what));
+            bad(
+                report,
+                &format!("{key}.{what}"),
+                RouteProblem::UpstreamOnly(what),
+            );
         }
     };
     upstream_only(raw.rewrite.is_some(), "rewrite");
@@ -98,11 +102,19 @@ fn route(
             path_prefix: r
                 .path_prefix
                 .filter(|p| check_path(p, "path_prefix", &format!("{key}.path_prefix"), report)),
-            host: r.host.filter(|h| check_authority(h, &format!("{key}.host"), report)),
+            host: r
+                .host
+                .filter(|h| check_authority(h, &format!("{key}.host"), report)),
         }
     });
     let timeout = raw.timeout_ms.filter(|_| to_upstream).and_then(|ms| {
-        let ms = ranged(&format!("{key}.timeout_ms"), "timeout_ms", ms, (1, 86_400_000), report);
+        let ms = ranged(
+            &format!("{key}.timeout_ms"),
+            "timeout_ms",
+            ms,
+            (1, 86_400_000),
+            report,
+        );
         ms.map(Duration::from_millis)
     });
     let filters = match raw.filters {
@@ -185,7 +197,14 @@ fn route_match(raw: crate::schema::RawMatch, key: &str, report: &mut Report<'_>)
                 bad(report, &at, RouteProblem::Method(m.clone()));
             } else if m.bytes().any(|b| b.is_ascii_lowercase()) {
                 let upper = m.to_ascii_uppercase();
-                bad(report, &at, RouteProblem::MethodCase { value: m.clone(), upper });
+                bad(
+                    report,
+                    &at,
+                    RouteProblem::MethodCase {
+                        value: m.clone(),
+                        upper,
+                    },
+                );
             }
         }
         methods
@@ -203,7 +222,11 @@ fn route_match(raw: crate::schema::RawMatch, key: &str, report: &mut Report<'_>)
             .into_iter()
             .filter_map(|(name, value)| {
                 if name.is_empty() {
-                    bad(report, &format!("{key}.query"), RouteProblem::EmptyQueryName);
+                    bad(
+                        report,
+                        &format!("{key}.query"),
+                        RouteProblem::EmptyQueryName,
+                    );
                     return None;
                 }
                 Some(QueryMatch { name, value })
@@ -272,8 +295,16 @@ fn action(
     }
     if given.len() > 1 {
         let second = latest(report, key, &given);
-        let first = given.iter().find(|g| **g != second).copied().unwrap_or("upstream");
-        bad(report, &format!("{key}.{second}"), RouteProblem::TwoActions { first, second });
+        let first = given
+            .iter()
+            .find(|g| **g != second)
+            .copied()
+            .unwrap_or("upstream");
+        bad(
+            report,
+            &format!("{key}.{second}"),
+            RouteProblem::TwoActions { first, second },
+        );
     }
     let known = |name: &str, at: &str, report: &mut Report<'_>| {
         if !upstream_names.iter().any(|u| u == name) {
@@ -300,30 +331,48 @@ fn action(
         .respond
         .as_ref()
         .map(|r| RouteAction::Respond(respond(r, &format!("{key}.respond"), report)));
-    upstream.or(split).or(redirect).or(respond).unwrap_or_else(|| {
-        RouteAction::Respond(Respond {
-            status: 404,
-            body: String::new(),
-            headers: Vec::new(),
+    upstream
+        .or(split)
+        .or(redirect)
+        .or(respond)
+        .unwrap_or_else(|| {
+            RouteAction::Respond(Respond {
+                status: 404,
+                body: String::new(),
+                headers: Vec::new(),
+            })
         })
-    })
 }
 
 fn redirect(r: &RawRedirect, at: &str, report: &mut Report<'_>) -> Redirect {
     let scheme = r.scheme.clone().filter(|s| {
         let ok = s == "http" || s == "https";
         if !ok {
-            bad(report, &format!("{at}.scheme"), RouteProblem::Scheme(s.clone()));
+            bad(
+                report,
+                &format!("{at}.scheme"),
+                RouteProblem::Scheme(s.clone()),
+            );
         }
         ok
     });
-    let host = r.host.clone().filter(|h| check_authority(h, &format!("{at}.host"), report));
-    let path = r.path.clone().filter(|p| check_path(p, "path", &format!("{at}.path"), report));
+    let host = r
+        .host
+        .clone()
+        .filter(|h| check_authority(h, &format!("{at}.host"), report));
+    let path = r
+        .path
+        .clone()
+        .filter(|p| check_path(p, "path", &format!("{at}.path"), report));
     let status = match r.status {
         None => 301,
         Some(s @ (301 | 302 | 303 | 307 | 308)) => u16::try_from(s).unwrap_or(301),
         Some(s) => {
-            bad(report, &format!("{at}.status"), RouteProblem::RedirectStatus(s));
+            bad(
+                report,
+                &format!("{at}.status"),
+                RouteProblem::RedirectStatus(s),
+            );
             301
         }
     };
@@ -341,7 +390,11 @@ fn respond(r: &RawRespond, at: &str, report: &mut Report<'_>) -> Respond {
     });
     let body = r.body.clone().unwrap_or_default();
     if body.len() > MAX_BODY {
-        bad(report, &format!("{at}.body"), RouteProblem::BodyTooLarge(body.len()));
+        bad(
+            report,
+            &format!("{at}.body"),
+            RouteProblem::BodyTooLarge(body.len()),
+        );
     }
     let headers = r.headers.as_ref().map_or_else(Vec::new, |h| {
         h.0.iter()
@@ -369,7 +422,11 @@ fn weighted(
         let at = format!("{key}[{j}]");
         known(&w.name, &format!("{at}.name"), report);
         if out.iter().any(|o| o.name == w.name) {
-            bad(report, &format!("{at}.name"), RouteProblem::RepeatedSplit(w.name.clone()));
+            bad(
+                report,
+                &format!("{at}.name"),
+                RouteProblem::RepeatedSplit(w.name.clone()),
+            );
         }
         let weight = w.weight.map_or(Some(1), |n| {
             ranged(&format!("{at}.weight"), "weight", n, (0, 10_000), report)
@@ -408,7 +465,11 @@ fn response_header(
         "trailer",
     ];
     if proxy_owned.contains(&header.as_str()) {
-        bad(report, &at, RouteProblem::ProxyHeader(header.as_str().to_owned()));
+        bad(
+            report,
+            &at,
+            RouteProblem::ProxyHeader(header.as_str().to_owned()),
+        );
         return None;
     }
     let Ok(value) = HeaderValue::from_str(value) else {
@@ -443,12 +504,26 @@ fn regex(pattern: &str, key: &str, report: &mut Report<'_>) -> Option<Regex> {
 fn check_path(value: &str, name: &'static str, key: &str, report: &mut Report<'_>) -> bool {
     let value_owned = || value.to_owned();
     if !value.starts_with('/') {
-        bad(report, key, RouteProblem::Slash { name, value: value_owned() });
+        bad(
+            report,
+            key,
+            RouteProblem::Slash {
+                name,
+                value: value_owned(),
+            },
+        );
         return false;
     }
     let parsed = value.parse::<http::uri::PathAndQuery>();
     if value.contains(['?', '#']) || parsed.is_err() {
-        bad(report, key, RouteProblem::PathChars { name, value: value_owned() });
+        bad(
+            report,
+            key,
+            RouteProblem::PathChars {
+                name,
+                value: value_owned(),
+            },
+        );
         return false;
     }
     true
@@ -456,9 +531,8 @@ fn check_path(value: &str, name: &'static str, key: &str, report: &mut Report<'_
 
 /// Whether `value` is a host with an optional port (`rewrite.host`, `redirect.host`).
 fn check_authority(value: &str, key: &str, report: &mut Report<'_>) -> bool {
-    let ok = !value.is_empty()
-        && !value.contains('@')
-        && value.parse::<http::uri::Authority>().is_ok();
+    let ok =
+        !value.is_empty() && !value.contains('@') && value.parse::<http::uri::Authority>().is_ok();
     if !ok {
         let problem = Problem::Host {
             value: value.to_owned(),

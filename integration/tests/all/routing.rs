@@ -11,6 +11,7 @@ use wasmgate_integration::client;
 use wasmgate_integration::origin::Origin;
 use wasmgate_integration::proxy::{Proxy, binary};
 
+use crate::reload::post_reload;
 use crate::support::{add_header, testkit};
 
 /// A client that shows redirects instead of following them.
@@ -79,13 +80,25 @@ const MATCH_ROUTES: &str = r#"  - name: exact
     upstream: a
 "#;
 
+/// A request (method, path, headers, Host) and the body of the route it must take.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_match_kind_routes_and_the_first_match_wins() {
-    let (a, b) = (Origin::start_named("a").await, Origin::start_named("b").await);
+    let (a, b) = (
+        Origin::start_named("a").await,
+        Origin::start_named("b").await,
+    );
     let proxy = Proxy::start(&config(&a, &b, "", MATCH_ROUTES));
     let http = client::http();
     // (method, path, headers, Host) -> the route's body, or "origin" for the fallback.
-    let cases: &[(&str, &str, &[(&str, &str)], Option<&str>, &str)] = &[
+    let cases: &[Case] = &[
         ("GET", "/exact", &[], None, "exact"),
         ("GET", "/exact?x=1", &[], None, "exact"),
         ("GET", "/exact/", &[], None, "origin"),
@@ -97,21 +110,63 @@ async fn every_match_kind_routes_and_the_first_match_wins() {
         ("GET", "/m/x", &[], None, "origin"),
         ("GET", "/h/", &[("x-canary", "1")], None, "header-exact"),
         ("GET", "/h/", &[("x-canary", "2")], None, "origin"),
-        ("GET", "/h/", &[("user-agent", "probe/1")], None, "header-regex"),
+        (
+            "GET",
+            "/h/",
+            &[("user-agent", "probe/1")],
+            None,
+            "header-regex",
+        ),
         ("GET", "/h/", &[("user-agent", "curl/8")], None, "origin"),
         ("GET", "/h/", &[("x-debug", "")], None, "header-present"),
         // Several routes match: the first one in the file wins.
-        ("GET", "/h/", &[("x-debug", "1"), ("x-canary", "1")], None, "header-exact"),
-        ("GET", "/h/", &[("x-debug", "1"), ("user-agent", "probe/2")], None, "header-regex"),
+        (
+            "GET",
+            "/h/",
+            &[("x-debug", "1"), ("x-canary", "1")],
+            None,
+            "header-exact",
+        ),
+        (
+            "GET",
+            "/h/",
+            &[("x-debug", "1"), ("user-agent", "probe/2")],
+            None,
+            "header-regex",
+        ),
         ("GET", "/q/?a=b&debug=on+1", &[], None, "query"),
         ("GET", "/q/?debug=on%201", &[], None, "query"),
         ("GET", "/q/?debug=on", &[], None, "origin"),
         ("GET", "/q/", &[], None, "origin"),
-        ("POST", "/all/?v=2", &[("x-canary", "1")], Some("a.example.com"), "all"),
-        ("GET", "/all/?v=2", &[("x-canary", "1")], Some("a.example.com"), "host"),
-        ("POST", "/all/?v=3", &[("x-canary", "1")], Some("a.example.com"), "host"),
+        (
+            "POST",
+            "/all/?v=2",
+            &[("x-canary", "1")],
+            Some("a.example.com"),
+            "all",
+        ),
+        (
+            "GET",
+            "/all/?v=2",
+            &[("x-canary", "1")],
+            Some("a.example.com"),
+            "host",
+        ),
+        (
+            "POST",
+            "/all/?v=3",
+            &[("x-canary", "1")],
+            Some("a.example.com"),
+            "host",
+        ),
         ("POST", "/all/?v=2", &[], Some("a.example.com"), "host"),
-        ("POST", "/all/?v=2", &[("x-canary", "1")], Some("example.com"), "origin"),
+        (
+            "POST",
+            "/all/?v=2",
+            &[("x-canary", "1")],
+            Some("example.com"),
+            "origin",
+        ),
         ("POST", "/exact", &[], Some("b.example.com"), "exact"),
     ];
     for (method, path, headers, host, want) in cases {
@@ -126,7 +181,11 @@ async fn every_match_kind_routes_and_the_first_match_wins() {
         assert_eq!(resp.status(), 200, "{method} {path} {headers:?}");
         let origin = client::header_all(&resp, "x-origin-name");
         let body = resp.text().await.expect("a body");
-        let got = if origin == ["a"] { "origin" } else { body.as_str() };
+        let got = if origin == ["a"] {
+            "origin"
+        } else {
+            body.as_str()
+        };
         assert_eq!(got, *want, "{method} {path} {headers:?} {host:?}");
     }
     assert!(b.received().is_empty());
@@ -134,7 +193,10 @@ async fn every_match_kind_routes_and_the_first_match_wins() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rewrites_change_the_path_and_host_the_upstream_sees() {
-    let (a, b) = (Origin::start_named("a").await, Origin::start_named("b").await);
+    let (a, b) = (
+        Origin::start_named("a").await,
+        Origin::start_named("b").await,
+    );
     let routes = r#"  - match: {path_prefix: /api/}
     upstream: a
     rewrite: {path_prefix: /, host: backend.internal}
@@ -149,13 +211,20 @@ async fn rewrites_change_the_path_and_host_the_upstream_sees() {
     let proxy = Proxy::start(&config(&a, &b, "", routes));
     let http = client::http();
 
-    let resp = http.get(proxy.url("/api/users?id=7&x")).send().await.unwrap();
+    let resp = http
+        .get(proxy.url("/api/users?id=7&x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let seen = a.last();
     assert_eq!(seen.path, "/users?id=7&x");
     assert_eq!(seen.header_all("host"), ["backend.internal"]);
 
-    http.get(proxy.url("/shop/v12/items?q=1")).send().await.unwrap();
+    http.get(proxy.url("/shop/v12/items?q=1"))
+        .send()
+        .await
+        .unwrap();
     let seen = b.last();
     assert_eq!(seen.path, "/shop/items?q=1");
     assert_eq!(
@@ -188,8 +257,16 @@ async fn redirects_answer_with_their_status_and_location() {
     let host = proxy.addr.to_string();
     let cases = [
         ("/old/page?x=1", 308, format!("http://{host}/new?x=1")),
-        ("/secure/a?b", 301, "https://127.0.0.1/secure/a?b".to_owned()),
-        ("/elsewhere", 302, "https://example.org:8443/landing".to_owned()),
+        (
+            "/secure/a?b",
+            301,
+            "https://127.0.0.1/secure/a?b".to_owned(),
+        ),
+        (
+            "/elsewhere",
+            302,
+            "https://example.org:8443/landing".to_owned(),
+        ),
     ];
     for (path, status, location) in cases {
         let resp = http.get(proxy.url(path)).send().await.unwrap();
@@ -243,7 +320,10 @@ async fn direct_responses_answer_without_the_upstream_and_filters_see_them() {
     // The default chain: the response callbacks see the route's answer...
     let resp = http.get(proxy.url("/teapot")).send().await.unwrap();
     assert_eq!(resp.status(), 418);
-    assert_eq!(client::header_all(&resp, "content-type"), ["application/json"]);
+    assert_eq!(
+        client::header_all(&resp, "content-type"),
+        ["application/json"]
+    );
     assert_eq!(client::header_all(&resp, "x-tagged"), ["1"]);
     assert_eq!(client::header_all(&resp, "content-length"), ["15"]);
     assert_eq!(resp.text().await.unwrap(), r#"{"short": true}"#);
@@ -272,7 +352,10 @@ async fn direct_responses_answer_without_the_upstream_and_filters_see_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_weighted_split_sends_each_upstream_its_share() {
-    let (a, b) = (Origin::start_named("a").await, Origin::start_named("b").await);
+    let (a, b) = (
+        Origin::start_named("a").await,
+        Origin::start_named("b").await,
+    );
     let routes = "  - upstreams: [{name: a, weight: 90}, {name: b, weight: 10}]\n";
     let proxy = Proxy::start(&config(&a, &b, "", routes));
     let http = client::http();
@@ -283,9 +366,15 @@ async fn a_weighted_split_sends_each_upstream_its_share() {
         assert_eq!(resp.status(), 200);
         let origin = client::header_all(&resp, "x-origin-name").join(",");
         *counts.entry(origin).or_default() += 1;
-        assert!(started.elapsed() < Duration::from_secs(60), "bounded in time");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bounded in time"
+        );
     }
-    let (to_a, to_b) = (counts.get("a").copied().unwrap_or(0), counts.get("b").copied().unwrap_or(0));
+    let (to_a, to_b) = (
+        counts.get("a").copied().unwrap_or(0),
+        counts.get("b").copied().unwrap_or(0),
+    );
     assert_eq!(to_a + to_b, 1000, "{counts:?}");
     // 90/10 within 5 points (the binomial's standard deviation is about 1 point).
     assert!((850..=950).contains(&to_a), "{counts:?}");
@@ -295,16 +384,53 @@ async fn a_weighted_split_sends_each_upstream_its_share() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_route_timeout_overrides_the_upstream_response_timeout() {
     let (a, b) = (Origin::start().await, Origin::start().await);
-    let routes = "  - match: {path_prefix: /slow/}\n    upstream: a\n    timeout_ms: 300\n  - upstream: a\n";
+    let routes =
+        "  - match: {path_prefix: /slow/}\n    upstream: a\n    timeout_ms: 300\n  - upstream: a\n";
     let proxy = Proxy::start(&config(&a, &b, "", routes));
     let http = client::http();
     let started = Instant::now();
     let resp = http.get(proxy.url("/slow/3000")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
-    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
     // The upstream's own timeouts (none on the response) still apply elsewhere.
     let resp = http.get(proxy.url("/x/slow")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_change_with_a_reload() {
+    let (a, b) = (
+        Origin::start_named("a").await,
+        Origin::start_named("b").await,
+    );
+    let before = "  - match: {path: /r}\n    respond: {body: one}\n  - upstream: a\n";
+    let proxy = Proxy::start_with(&config(&a, &b, "", before), &["--no-watch"]);
+    let http = no_redirects();
+    let resp = http.get(proxy.url("/r")).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "one");
+
+    let after = "  - match: {path: /r}\n    redirect: {path: /s, status: 307}\n  - upstreams: [{name: a, weight: 0}, {name: b}]\n";
+    proxy.write_config(&config(&a, &b, "", after));
+    let (status, body) = post_reload(&proxy).await;
+    assert_eq!(status, 200, "{body}");
+    let resp = http.get(proxy.url("/r?q")).send().await.unwrap();
+    assert_eq!(resp.status(), 307);
+    assert_eq!(
+        client::header_all(&resp, "location"),
+        [format!("http://{}/s?q", proxy.addr)]
+    );
+    for _ in 0..20 {
+        let resp = http.get(proxy.url("/x")).send().await.unwrap();
+        assert_eq!(
+            client::header_all(&resp, "x-origin-name"),
+            ["b"],
+            "weight 0 takes a out"
+        );
+    }
 }
 
 fn check_with_env(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
@@ -352,7 +478,10 @@ routes:
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("{}:1:1: listen: invalid socket address \"127.0.0.1:eighty\"", path.display())),
+        stderr.contains(&format!(
+            "{}:1:1: listen: invalid socket address \"127.0.0.1:eighty\"",
+            path.display()
+        )),
         "{stderr}"
     );
 }

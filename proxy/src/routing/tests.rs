@@ -21,8 +21,14 @@ fn redirect_to(scheme: Option<&str>, host: Option<&str>, path: Option<&str>) -> 
 fn a_redirect_keeps_what_it_does_not_set_and_always_the_query() {
     let req = request("/a/b?x=1&y", Some("example.com:8080"));
     let at = |r: Redirect, tls| location(&r, &req, tls);
-    assert_eq!(at(redirect_to(None, None, None), false), "http://example.com:8080/a/b?x=1&y");
-    assert_eq!(at(redirect_to(None, None, None), true), "https://example.com:8080/a/b?x=1&y");
+    assert_eq!(
+        at(redirect_to(None, None, None), false),
+        "http://example.com:8080/a/b?x=1&y"
+    );
+    assert_eq!(
+        at(redirect_to(None, None, None), true),
+        "https://example.com:8080/a/b?x=1&y"
+    );
     // A new scheme drops the port the old one was reached on.
     assert_eq!(
         at(redirect_to(Some("https"), None, None), false),
@@ -33,14 +39,23 @@ fn a_redirect_keeps_what_it_does_not_set_and_always_the_query() {
         "http://example.com:8080/a/b?x=1&y"
     );
     assert_eq!(
-        at(redirect_to(Some("https"), Some("new.example.com:8443"), Some("/c")), false),
+        at(
+            redirect_to(Some("https"), Some("new.example.com:8443"), Some("/c")),
+            false
+        ),
         "https://new.example.com:8443/c?x=1&y"
     );
     let v6 = request("/", Some("[::1]:8080"));
-    assert_eq!(location(&redirect_to(Some("https"), None, None), &v6, false), "https://[::1]/");
+    assert_eq!(
+        location(&redirect_to(Some("https"), None, None), &v6, false),
+        "https://[::1]/"
+    );
     // No host at all (HTTP/1.0): a relative location.
     let bare = request("/p", None);
-    assert_eq!(location(&redirect_to(Some("https"), None, None), &bare, false), "/p");
+    assert_eq!(
+        location(&redirect_to(Some("https"), None, None), &bare, false),
+        "/p"
+    );
 }
 
 #[test]
@@ -58,7 +73,10 @@ fn direct_replies_get_a_content_type_only_with_a_body_and_none_given() {
     let typed = respond(&Respond {
         status: 503,
         body: "{}".to_owned(),
-        headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        headers: vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
     });
     let resp = response(&typed);
     assert_eq!(resp.status, 503);

@@ -31,7 +31,13 @@ fn regex(r: &str) -> PathMatch {
 }
 
 /// Whether `r` takes `METHOD host path?query` with `headers`.
-fn takes(r: &Route, method: &str, host: Option<&str>, target: &str, headers: &[(&str, &str)]) -> bool {
+fn takes(
+    r: &Route,
+    method: &str,
+    host: Option<&str>,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> bool {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
         map.append(
@@ -142,7 +148,13 @@ fn matches_headers_exact_regex_and_present_with_any_value() {
         value: ValueMatch::Exact("1".to_owned()),
     }];
     assert!(takes(&r, "GET", None, "/", &[("x-canary", "1")]));
-    assert!(takes(&r, "GET", None, "/", &[("X-Canary", "0"), ("x-canary", "1")]));
+    assert!(takes(
+        &r,
+        "GET",
+        None,
+        "/",
+        &[("X-Canary", "0"), ("x-canary", "1")]
+    ));
     assert!(!takes(&r, "GET", None, "/", &[("x-canary", "10")]));
     assert!(!takes(&r, "GET", None, "/", &[]));
 
@@ -196,11 +208,35 @@ fn every_kind_must_match_together() {
         value: "2".to_owned(),
     }];
     let canary = [("x-canary", "1")];
-    assert!(takes(&r, "POST", Some("example.com"), "/api/x?v=2", &canary));
-    assert!(!takes(&r, "GET", Some("example.com"), "/api/x?v=2", &canary));
-    assert!(!takes(&r, "POST", Some("example.org"), "/api/x?v=2", &canary));
+    assert!(takes(
+        &r,
+        "POST",
+        Some("example.com"),
+        "/api/x?v=2",
+        &canary
+    ));
+    assert!(!takes(
+        &r,
+        "GET",
+        Some("example.com"),
+        "/api/x?v=2",
+        &canary
+    ));
+    assert!(!takes(
+        &r,
+        "POST",
+        Some("example.org"),
+        "/api/x?v=2",
+        &canary
+    ));
     assert!(!takes(&r, "POST", Some("example.com"), "/x?v=2", &canary));
-    assert!(!takes(&r, "POST", Some("example.com"), "/api/x?v=3", &canary));
+    assert!(!takes(
+        &r,
+        "POST",
+        Some("example.com"),
+        "/api/x?v=3",
+        &canary
+    ));
     assert!(!takes(&r, "POST", Some("example.com"), "/api/x?v=2", &[]));
 }
 
@@ -219,6 +255,9 @@ fn rewrite_replaces_what_the_route_matched() {
 
     r.matcher.path = regex("/v[0-9]+/");
     r.rewrite.path_prefix = Some("/".to_owned());
-    assert_eq!(r.rewrite_path("/api/v2/users").as_deref(), Some("/api/users"));
+    assert_eq!(
+        r.rewrite_path("/api/v2/users").as_deref(),
+        Some("/api/users")
+    );
     assert_eq!(r.rewrite_path("/api/users"), None);
 }

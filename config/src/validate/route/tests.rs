@@ -133,7 +133,11 @@ fn every_match_kind_and_action_is_read() {
         panic!("a redirect");
     };
     assert_eq!(
-        (redirect.scheme.as_deref(), redirect.host.as_deref(), redirect.path.as_deref()),
+        (
+            redirect.scheme.as_deref(),
+            redirect.host.as_deref(),
+            redirect.path.as_deref()
+        ),
         (None, None, None)
     );
     assert_eq!(redirect.status, 301, "the default");
@@ -247,22 +251,39 @@ fn a_respond_body_over_one_mib_is_an_error() {
     let all = errors(&routes(&format!("  - respond: {{body: {body}}}\n")));
     assert_eq!(
         all,
-        ["wasmgate.yaml:8:15: routes[0].respond.body: body is 1048577 bytes, over the 1048576 a direct response may have"]
+        [
+            "wasmgate.yaml:8:15: routes[0].respond.body: body is 1048577 bytes, over the 1048576 a direct response may have"
+        ]
     );
 }
 
 #[test]
 fn unknown_keys_in_route_mappings_are_errors() {
     for (text, key) in [
-        ("  - upstream: v1\n    match: {paths: /}\n", "routes[0].match.paths"),
-        ("  - upstream: v1\n    rewrite: {prefix: /}\n", "routes[0].rewrite.prefix"),
+        (
+            "  - upstream: v1\n    match: {paths: /}\n",
+            "routes[0].match.paths",
+        ),
+        (
+            "  - upstream: v1\n    rewrite: {prefix: /}\n",
+            "routes[0].rewrite.prefix",
+        ),
         ("  - redirect: {code: 301}\n", "routes[0].redirect.code"),
         ("  - respond: {text: hi}\n", "routes[0].respond.text"),
-        ("  - upstreams: [{name: v1, share: 1}]\n", "routes[0].upstreams[0].share"),
-        ("  - upstream: v1\n    match: {headers: {x: {regexp: a}}}\n", "routes[0].match.headers.x.regexp"),
+        (
+            "  - upstreams: [{name: v1, share: 1}]\n",
+            "routes[0].upstreams[0].share",
+        ),
+        (
+            "  - upstream: v1\n    match: {headers: {x: {regexp: a}}}\n",
+            "routes[0].match.headers.x.regexp",
+        ),
     ] {
         let all = errors(&routes(text));
         assert_eq!(all.len(), 1, "{all:#?}");
-        assert!(all[0].contains(&format!(" {key}: unknown field")), "{key}: {all:#?}");
+        assert!(
+            all[0].contains(&format!(" {key}: unknown field")),
+            "{key}: {all:#?}"
+        );
     }
 }
