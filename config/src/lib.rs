@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::path::Path;
-//! use wasmgate_config::{ParseOptions, WasmSource, parse};
+//! use wasmgate_config::{ParseOptions, RequestHead, WasmSource, parse};
 //!
 //! let yaml = "
 //! listen: 127.0.0.1:8080
@@ -27,7 +27,15 @@
 //! let config = parse(yaml, Path::new("wasmgate.yaml"), &opts)?;
 //! assert_eq!(config.filters[0].wasm, WasmSource::Builtin("add-header".into()));
 //! assert_eq!(config.filters[0].configuration, br#"{"name":"x-hello","value":"world"}"#);
-//! let (_, route) = config.route_for(Some("example.com"), "/").expect("a route");
+//! let headers = http::HeaderMap::new();
+//! let request = RequestHead {
+//!     method: "GET",
+//!     host: Some("example.com"),
+//!     path: "/",
+//!     query: None,
+//!     headers: &headers,
+//! };
+//! let (_, route) = config.route_for(&request).expect("a route");
 //! assert_eq!(route.filters, ["add-header"]);
 //!
 //! let bad = yaml.replace("upstream: backend", "upstream: bakend");
@@ -39,6 +47,7 @@
 //! # Ok::<(), wasmgate_config::Errors>(())
 //! ```
 
+mod env;
 mod error;
 mod model;
 mod parse;
@@ -57,8 +66,9 @@ use std::path::PathBuf;
 pub use error::{Error, Errors, Location};
 pub use model::{
     Balance, ClientLimits, Config, DEFAULT_MAX_PAUSED_STREAMS, Endpoint, Filter, HashKey,
-    HealthCheck, Keepalive, Limits, Outlier, Protocol, Retries, Route, TlsListener, Upstream,
-    UpstreamTimeouts, UpstreamTls, WasmSource,
+    HeaderMatch, HealthCheck, Keepalive, Limits, Outlier, PathMatch, Protocol, QueryMatch,
+    Redirect, RequestHead, Respond, Retries, Rewrite, Route, RouteAction, RouteMatch, TlsListener,
+    Upstream, UpstreamTimeouts, UpstreamTls, ValueMatch, WasmSource, WeightedUpstream,
 };
 pub use parse::{load, parse};
 

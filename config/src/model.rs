@@ -1,4 +1,4 @@
-//! The validated configuration the proxy runs from, and route matching.
+//! The validated configuration the proxy runs from (routes and their matching in `route`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,13 @@ use crate::Location;
 mod upstream;
 
 pub use upstream::*;
+
+mod route;
+
+pub use route::{
+    HeaderMatch, PathMatch, QueryMatch, Redirect, RequestHead, Respond, Rewrite, Route,
+    RouteAction, RouteMatch, ValueMatch, WeightedUpstream,
+};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -158,23 +165,6 @@ pub struct Filter {
     pub location: Location,
 }
 
-/// One route: which requests it takes, where they go, and through which filters.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// `match.host`, lowercased: an exact host, or `*.` and a suffix for any
-    /// subdomain. Default none: any host.
-    pub host: Option<String>,
-    /// `match.path_prefix`, starting with `/`; default `/`.
-    pub path_prefix: String,
-    /// The upstream's name (`upstream:`); always a declared upstream.
-    pub upstream: String,
-    /// The chain, in order (`filters:`): the default chain when the key was
-    /// absent, empty for `[]`. Always declared filter names.
-    pub filters: Vec<String>,
-    /// Where this route's list item starts, as for [`Filter::location`].
-    pub location: Location,
-}
-
 impl Filter {
     /// Whether `other` configures a plugin exactly as this one does: the same name, buffers,
     /// ids and policy. The module (`wasm:`) and the position in the file are not compared.
@@ -201,53 +191,10 @@ impl Filter {
     }
 }
 
-impl Route {
-    /// Whether a request for `host` (the Host header or authority, if any)
-    /// and `path` takes this route. Hosts compare ignoring ASCII case and any
-    /// `:port`; `path_prefix` is a plain byte prefix, so `/api` also takes `/apis`.
-    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
-        if !path.starts_with(self.path_prefix.as_str()) {
-            return false;
-        }
-        match (&self.host, host) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(pattern), Some(host)) => host_matches(pattern, strip_port(host)),
-        }
-    }
-}
-
 impl Config {
-    /// The first route, in file order, that matches, with its index.
-    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.matches(host, path))
-    }
-}
-
-/// `example.com:8080` -> `example.com`, `[::1]:80` -> `[::1]`. A bare IPv6
-/// address (several colons, no brackets) has no port to strip.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.split_once(':') {
-        Some((name, port)) if !port.contains(':') => name,
-        _ => host,
-    }
-}
-
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let (pattern, host) = (pattern.as_bytes(), host.as_bytes());
-    match pattern.strip_prefix(b"*") {
-        // `*.example.com` takes `a.example.com`, not `example.com`.
-        Some(suffix) => {
-            host.len() > suffix.len()
-                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-        }
-        None => host.eq_ignore_ascii_case(pattern),
+    /// The first route, in file order, that `req` takes, with its index.
+    pub fn route_for(&self, req: &RequestHead<'_>) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(_, r)| r.matches(req))
     }
 }
 

@@ -37,7 +37,38 @@ pub fn load(path: &Path, opts: &ParseOptions) -> Result<Config, Errors> {
 /// alone; otherwise every semantic problem is reported, in file order. An
 /// empty document (blank, only comments, or `null`) is an error, so a file
 /// caught mid-write never loads as an empty configuration.
+///
+/// `${NAME}` and `${NAME:-default}` are replaced by environment variables first (see the
+/// README); errors still point into `text` as written.
 pub fn parse(text: &str, source: &Path, opts: &ParseOptions) -> Result<Config, Errors> {
+    let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    parse_with_env(text, source, opts, &lookup)
+}
+
+/// [`parse`], with environment variables read through `lookup`.
+pub(crate) fn parse_with_env(
+    text: &str,
+    source: &Path,
+    opts: &ParseOptions,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Errors> {
+    let substituted = crate::env::substitute(text, source, lookup)?;
+    match parse_substituted(&substituted.text, source, opts) {
+        Ok(mut config) => {
+            let items = config.filters.iter_mut().map(|f| &mut f.location);
+            for location in items.chain(config.routes.iter_mut().map(|r| &mut r.location)) {
+                substituted.restore(location);
+            }
+            Ok(config)
+        }
+        Err(mut errors) => {
+            substituted.restore_errors(&mut errors);
+            Err(errors)
+        }
+    }
+}
+
+fn parse_substituted(text: &str, source: &Path, opts: &ParseOptions) -> Result<Config, Errors> {
     let positions = Positions::index(text);
     let report = Report::new(source, &positions);
     let raw = match serde_yaml::from_str::<Option<RawConfig>>(text) {

@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+mod route;
+
+pub(crate) use route::RouteProblem;
+
 /// One problem, before it is placed at a key and a position.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Problem {
@@ -100,6 +104,8 @@ pub(crate) enum Problem {
         "unknown retry condition {0:?} (known: connect_failure, reset_before_response, \"502\", \"503\", \"504\")"
     )]
     RetryOn(String),
+    #[error(transparent)]
+    Route(#[from] RouteProblem),
     #[error("upgrade_sock path is {len} bytes long, over the 107 bytes a Unix socket allows: {}", path.display())]
     SocketPathTooLong { path: PathBuf, len: usize },
 }

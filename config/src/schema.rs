@@ -10,6 +10,10 @@ mod upstream;
 
 pub(crate) use upstream::*;
 
+mod route;
+
+pub(crate) use route::{RawHeaderMatch, RawMatch, RawRedirect, RawRespond, RawRoute, RawWeighted};
+
 /// The whole file. Field names are the YAML keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping of wasmgate settings")]
@@ -121,36 +125,11 @@ pub(crate) struct RawFilter {
     pub(crate) limits: Option<RawLimits>,
 }
 
-/// One item of `routes:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a route mapping")]
-pub(crate) struct RawRoute {
-    /// Default: match everything.
-    #[serde(default, rename = "match")]
-    pub(crate) matcher: Option<RawMatch>,
-    /// Upstream name; required.
-    pub(crate) upstream: String,
-    /// `None` only when the key is absent: an explicit `null` is rejected
-    /// because it reads as "no filters" to some and "default" to others.
-    #[serde(default, deserialize_with = "present_list")]
-    pub(crate) filters: Option<Vec<String>>,
-}
-
-/// A route's `match:` mapping.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a match mapping")]
-pub(crate) struct RawMatch {
-    /// Default `/`.
-    #[serde(default)]
-    pub(crate) path_prefix: Option<String>,
-    /// Default: any host.
-    #[serde(default)]
-    pub(crate) host: Option<String>,
-}
-
 /// Runs only when the key is present. serde_yaml reads `null` as an empty
 /// list, so this takes the value itself in order to refuse `null`.
-fn present_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+pub(crate) fn present_list<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = Option<Vec<String>>;

@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use crate::model::{ClientLimits, DEFAULT_MAX_PAUSED_STREAMS, Limits, TlsListener};
 use crate::problem::Problem;
 use crate::report::Report;
-use crate::schema::{RawClient, RawConfig, RawFilter, RawLimits, RawRoute, RawTlsListener};
-use crate::syntax::{check_host_pattern, is_name};
-use crate::{Config, Errors, Filter, ParseOptions, Route, Upstream, WasmSource};
+use crate::schema::{RawClient, RawConfig, RawFilter, RawLimits, RawTlsListener};
+use crate::syntax::is_name;
+use crate::{Config, Errors, Filter, ParseOptions, WasmSource};
+
+mod route;
+
+use route::routes;
 
 /// Checks `raw` as read from `source`; every problem ends up in `report`.
 pub(crate) fn validate(
@@ -362,93 +366,6 @@ fn check_unique_filter_names(filters: &[Filter], report: &mut Report<'_>) {
             first.insert(&f.name, i);
         }
     }
-}
-
-fn routes(
-    raw: Vec<RawRoute>,
-    upstreams: &[Upstream],
-    filters: &[Filter],
-    report: &mut Report<'_>,
-) -> Vec<Route> {
-    if raw.is_empty() {
-        report.add("routes", Problem::NoRoutes);
-    }
-    let upstream_names = unique(upstreams.iter().map(|u| u.name.as_str()));
-    let filter_names = unique(filters.iter().map(|f| f.name.as_str()));
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, r)| route(i, r, &upstream_names, &filter_names, report))
-        .collect()
-}
-
-fn route(
-    i: usize,
-    raw: RawRoute,
-    upstream_names: &[String],
-    filter_names: &[String],
-    report: &mut Report<'_>,
-) -> Route {
-    let key = format!("routes[{i}]");
-    let (path_prefix, host) = raw
-        .matcher
-        .map_or((None, None), |m| (m.path_prefix, m.host));
-    let path_prefix = path_prefix.unwrap_or_else(|| "/".to_owned());
-    if !path_prefix.starts_with('/') {
-        let problem = Problem::PathPrefix(path_prefix.clone());
-        report.add(&format!("{key}.match.path_prefix"), problem);
-    }
-    if let Some(h) = &host
-        && let Err(reason) = check_host_pattern(h)
-    {
-        let problem = Problem::Host {
-            value: h.clone(),
-            reason,
-        };
-        report.add(&format!("{key}.match.host"), problem);
-    }
-    if !upstream_names.contains(&raw.upstream) {
-        let problem = Problem::UnknownUpstream {
-            name: raw.upstream.clone(),
-            known: upstream_names.to_vec(),
-        };
-        report.add(&format!("{key}.upstream"), problem);
-    }
-    let chain = match raw.filters {
-        None => filter_names.to_vec(),
-        Some(list) => {
-            for (j, name) in list.iter().enumerate() {
-                let item = format!("{key}.filters[{j}]");
-                if !filter_names.contains(name) {
-                    let problem = Problem::UnknownFilter {
-                        name: name.clone(),
-                        known: filter_names.to_vec(),
-                    };
-                    report.add(&item, problem);
-                } else if list[..j].contains(name) {
-                    report.add(&item, Problem::RepeatedRouteFilter(name.clone()));
-                }
-            }
-            list
-        }
-    };
-    Route {
-        host: host.map(|h| h.to_ascii_lowercase()),
-        path_prefix,
-        upstream: raw.upstream,
-        filters: chain,
-        location: report.location_of(&key),
-    }
-}
-
-/// Names in first-seen order without repeats (repeats are reported elsewhere).
-fn unique<'n>(names: impl Iterator<Item = &'n str>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for n in names {
-        if !out.iter().any(|o| o == n) {
-            out.push(n.to_owned());
-        }
-    }
-    out
 }
 
 mod upstream;

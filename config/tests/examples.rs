@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmgate_config::{Config, Errors, ParseOptions, WasmSource, load};
+use wasmgate_config::{Config, Errors, ParseOptions, RequestHead, WasmSource, load};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,14 +68,53 @@ fn full_example_loads_next_to_its_wasm_file() -> Result<(), Box<dyn std::error::
     let chains: Vec<&[String]> = c.routes.iter().map(|r| r.filters.as_slice()).collect();
     assert!(chains[0].is_empty());
     assert_eq!(chains[1], ["audit", "add-header"]);
-    assert_eq!(chains[2], ["add-header", "audit"]);
-    let route = |host, path| c.route_for(host, path).map(|(i, _)| i);
+    assert_eq!(chains[4], ["add-header", "audit"]);
+    let names: Vec<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["static", "api", "route-2", "route-3", "route-4"]);
+    let mut headers = http::HeaderMap::new();
+    let route = |method, host, path, query, headers: &http::HeaderMap| {
+        let head = RequestHead {
+            method,
+            host,
+            path,
+            query,
+            headers,
+        };
+        c.route_for(&head).map(|(i, _)| i)
+    };
+    let none = http::HeaderMap::new();
     assert_eq!(
-        route(Some("cdn.example.com:8080"), "/static/a.css"),
+        route(
+            "GET",
+            Some("cdn.example.com:8080"),
+            "/static/a.css",
+            None,
+            &none
+        ),
         Some(0)
     );
-    assert_eq!(route(Some("example.com"), "/static/a.css"), Some(2));
-    assert_eq!(route(None, "/api/v1"), Some(1));
+    assert_eq!(
+        route("GET", Some("example.com"), "/static/a.css", None, &none),
+        Some(4)
+    );
+    assert_eq!(
+        route("GET", None, "/api/v1/x", Some("beta=1"), &none),
+        Some(4)
+    );
+    headers.insert("x-canary", "1".parse()?);
+    headers.insert("user-agent", "Mozilla/5.0".parse()?);
+    headers.insert("x-request-id", "abc".parse()?);
+    assert_eq!(
+        route("GET", None, "/api/v1/x", Some("beta=1"), &headers),
+        Some(1)
+    );
+    assert_eq!(
+        route("PUT", None, "/api/v1/x", Some("beta=1"), &headers),
+        Some(4)
+    );
+    assert_eq!(route("GET", None, "/health", None, &none), Some(2));
+    assert_eq!(route("GET", None, "/old/x", None, &none), Some(3));
+    assert_eq!(c.routes[1].upstreams(), [("backend", 90), ("static", 10)]);
     Ok(())
 }
 

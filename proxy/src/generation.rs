@@ -75,7 +75,9 @@ pub use crate::upstream::Upstream;
 /// A route with what it resolves to.
 #[derive(Debug)]
 pub struct RouteEntry {
-    pub upstream: Arc<Upstream>,
+    /// Where its requests go, with their weights: one upstream, or a weighted split (see
+    /// `routing::pick_upstream`); none for a route that answers itself.
+    pub upstreams: Vec<(Arc<Upstream>, u32)>,
     pub chain: Arc<Chain>,
 }
 
@@ -95,12 +97,6 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// The route for a request, first match in file order.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
-        let (i, _) = self.config.route_for(host, path)?;
-        self.routes.get(i)
-    }
-
     /// This generation's filter of the same name, if its module has this SHA-256 and its
     /// settings are the same as `wanted`'s.
     fn unchanged_filter(
@@ -326,10 +322,16 @@ pub fn build_from(
             message,
             filter: None,
         };
-        let upstream = upstreams
-            .get(&r.upstream)
-            .cloned()
-            .ok_or_else(|| route_error(format!("unknown upstream {}", r.upstream)))?;
+        let targets = r
+            .upstreams()
+            .into_iter()
+            .map(|(name, weight)| {
+                let upstream = upstreams.get(name).cloned();
+                upstream
+                    .map(|u| (u, weight))
+                    .ok_or_else(|| route_error(format!("unknown upstream {name}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let chain = r
             .filters
             .iter()
@@ -342,7 +344,7 @@ pub fn build_from(
             })
             .collect::<Result<Vec<_>, _>>()?;
         routes.push(RouteEntry {
-            upstream,
+            upstreams: targets,
             chain: Chain::new(chain),
         });
     }

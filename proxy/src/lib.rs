@@ -14,6 +14,7 @@ mod headers;
 pub mod metrics;
 pub mod pause;
 pub mod reload;
+mod routing;
 pub mod server;
 pub mod service;
 pub mod upstream;

@@ -93,6 +93,9 @@ impl Framing {
 pub struct RequestCtx {
     generation: Arc<Generation>,
     route: Option<usize>,
+    /// The upstream picked for the request (one of a weighted split), none before routing and
+    /// for a route that answers itself.
+    upstream: Option<Arc<crate::generation::Upstream>>,
     chain: Option<ChainStream>,
     /// Set when a filter replaced the response or failed after the request went upstream.
     replacement: Option<Replacement>,
@@ -109,9 +112,7 @@ pub struct RequestCtx {
     deadline: Option<Instant>,
     /// A filter saw the request body, or the response: a retry would show it to them twice.
     filtered: bool,
-    /// The upstream of this request, once `upstream_peer` picked it.
-    upstream: Option<Arc<crate::upstream::Upstream>>,
-    /// The tries made at it.
+    /// The tries made at the upstream.
     attempts: crate::upstream::attempt::Attempts,
 }
 
@@ -311,13 +312,6 @@ impl WasmGate {
     }
 }
 
-fn request_host(session: &Session) -> Option<&str> {
-    let req = session.req_header();
-    req.uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
-}
-
 /// Whether a response to this request may use chunked framing (HTTP/1.1 downstream).
 fn downstream_chunked(session: &Session) -> bool {
     !session.is_http2() && session.req_header().version == http::Version::HTTP_11
@@ -331,6 +325,7 @@ impl ProxyHttp for WasmGate {
         RequestCtx {
             generation: self.state.current.load_full(),
             route: None,
+            upstream: None,
             chain: None,
             replacement: None,
             reset: false,
@@ -341,7 +336,6 @@ impl ProxyHttp for WasmGate {
             body_clock: Default::default(),
             deadline: None,
             filtered: false,
-            upstream: None,
             attempts: Default::default(),
         }
     }
@@ -356,20 +350,36 @@ impl ProxyHttp for WasmGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let generation = ctx.generation.clone();
-        let path = session.req_header().uri.path();
-        let Some((index, _)) = generation.config.route_for(request_host(session), path) else {
+        let Some(index) = crate::routing::route_for(&generation, session.req_header()) else {
             ctx.status = send(session, plain(404, "404 Not Found: no route\n")).await?;
             return Ok(true);
         };
         ctx.route = Some(index);
+        ctx.upstream = crate::routing::pick_upstream(&generation.routes[index]);
+        let route = &generation.config.routes[index];
         let chain = generation.routes[index].chain.clone();
         if chain.is_empty() {
-            return Ok(false);
+            let Some(reply) = crate::routing::direct(route, session.req_header(), is_tls(session))
+            else {
+                return Ok(false);
+            };
+            let header = crate::routing::response(&reply);
+            ctx.status = send(
+                session,
+                Replacement {
+                    header,
+                    body: reply.body,
+                },
+            )
+            .await?;
+            return Ok(true);
         }
 
         let mut stream = HttpStream::new(self.stream_info(session));
         stream.request_headers = headers::capture_request(session.req_header(), is_tls(session));
-        stream.set_cluster_name(generation.routes[index].upstream.name.clone());
+        if let Some(upstream) = &ctx.upstream {
+            stream.set_cluster_name(upstream.name.clone());
+        }
         ctx.request.ended = session.is_body_empty();
         let mut chain = ChainStream::new(chain, stream);
         let limit = generation.config.max_paused_streams;
@@ -381,6 +391,8 @@ impl ProxyHttp for WasmGate {
             settle(&mut chain, verdict, Bytes::new(), paused, limit).await
         };
         report(&mut chain);
+        let (req, tls) = (session.req_header(), is_tls(session));
+        let settled = crate::routing::answer(settled, Some(route), req, tls, &mut chain);
         let reply = match settled {
             Err(Stall::Left) => {
                 ctx.chain = Some(chain);
@@ -438,22 +450,18 @@ impl ProxyHttp for WasmGate {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .and_then(|i| ctx.generation.routes.get(i))
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no route"))?;
-        let upstream = ctx
-            .upstream
-            .get_or_insert_with(|| route.upstream.clone())
-            .clone();
-        let peer = crate::upstream::hooks::peer(&upstream, session, &mut ctx.attempts)?;
+        let route = crate::routing::Chosen::new(&ctx.generation, ctx.route, ctx.upstream.as_ref())?;
+        let mut peer = crate::upstream::hooks::peer(&route.upstream, session, &mut ctx.attempts)?;
+        // The route's `timeout_ms` stands for the upstream's `response_timeout_ms`.
+        let timeouts = route.timeouts;
+        peer.options.read_timeout = Some(
+            timeouts
+                .response
+                .map_or(timeouts.read, |r| r.min(timeouts.read)),
+        );
         // A retry picks a peer again: the deadline counts from the first pick.
         if ctx.deadline.is_none() {
-            ctx.deadline = upstream
-                .config
-                .timeouts
-                .response
-                .map(|d| Instant::now() + d);
+            ctx.deadline = timeouts.response.map(|d| Instant::now() + d);
         }
         Ok(Box::new(peer))
     }
@@ -477,6 +485,7 @@ impl ProxyHttp for WasmGate {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        crate::routing::rewrite(&ctx.generation, ctx.route, upstream_request)?;
         if ctx.chain.is_none() {
             return Ok(());
         }

@@ -35,7 +35,8 @@ fn unknown_nested_key_is_named_by_its_full_path() {
     assert_eq!(
         error(&text),
         "wasmgate.yaml:8:7: routes[0].match.pathprefix: unknown field `pathprefix`, \
-         expected `path_prefix` or `host`"
+         expected one of `path_prefix`, `path`, `path_regex`, `host`, `methods`, `headers`, \
+         `query`"
     );
 }
 
@@ -54,10 +55,10 @@ fn unknown_key_in_a_filter_is_reported() {
 
 #[test]
 fn missing_required_key_points_at_the_mapping() {
-    let text = format!("{HEAD}routes:\n  - match: {{path_prefix: /}}\n");
+    let text = format!("{HEAD}filters:\n  - name: a\nroutes:\n  - upstream: backend\n");
     assert_eq!(
         error(&text),
-        "wasmgate.yaml:6:5: routes[0]: missing field `upstream`"
+        "wasmgate.yaml:6:5: filters[0]: missing field `wasm`"
     );
 }
 

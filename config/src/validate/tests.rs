@@ -301,18 +301,22 @@ fn route_match_defaults_and_host_is_lowercased() {
     match: {host: API.Example.com}
 ";
     let c = ok(&with_routes("", routes).replace("filters:\n", ""));
-    assert_eq!(c.routes[0].path_prefix, "/");
-    assert_eq!(c.routes[0].host, None);
-    assert_eq!(c.routes[1].host.as_deref(), Some("api.example.com"));
+    assert!(matches!(&c.routes[0].matcher.path, crate::PathMatch::Prefix(p) if p == "/"));
+    assert_eq!(c.routes[0].matcher.host, None);
+    assert_eq!(c.routes[1].matcher.host.as_deref(), Some("api.example.com"));
     assert_eq!(
         (c.routes[1].location.line, c.routes[1].location.column),
         (7, 5)
     );
-    assert_eq!(
-        c.route_for(Some("api.example.com:443"), "/x")
-            .map(|(i, _)| i),
-        Some(0)
-    );
+    let headers = http::HeaderMap::new();
+    let head = crate::RequestHead {
+        method: "GET",
+        host: Some("api.example.com:443"),
+        path: "/x",
+        query: None,
+        headers: &headers,
+    };
+    assert_eq!(c.route_for(&head).map(|(i, _)| i), Some(0));
 }
 
 #[test]

@@ -27,6 +27,7 @@ mod passthrough;
 mod properties;
 mod reload;
 mod reload_faults;
+mod routing;
 mod shared;
 mod support;
 mod traps;
