@@ -33,3 +33,4 @@ mod upstream_status;
 mod upstream_support;
 mod upstream_timeouts;
 mod upstream_truncated;
+mod version;
