@@ -10,6 +10,7 @@ mod client_limits;
 mod client_support;
 mod client_upgrade;
 mod config_errors;
+mod deploy_files;
 mod grpc;
 mod headers;
 mod hostile;
