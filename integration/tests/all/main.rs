@@ -20,6 +20,7 @@ mod hostile_tenants;
 mod http2;
 mod passthrough;
 mod properties;
+mod rate_limit_global;
 mod reload;
 mod reload_faults;
 mod shared;
