@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod load;
 pub mod origin;
 pub mod proxy;
+pub mod redis;
 pub mod tls_origin;
 
 /// The directory of the built filters (`*.wasm`), from the build script.

@@ -9,9 +9,21 @@ use wasmgate_config::{Config, ParseOptions};
 
 use crate::{builtin, server};
 
+/// What `wasmgate --version` prints after the name: the version, then the build facts
+/// (proxy/build_info.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("WASMGATE_COMMIT"),
+    "\nwasmtime: ",
+    env!("WASMGATE_WASMTIME_VERSION"),
+    "\npingora: ",
+    env!("WASMGATE_PINGORA_VERSION"),
+);
+
 /// A reverse proxy that runs chains of proxy-wasm filters.
 #[derive(Debug, Parser)]
-#[command(name = "wasmgate", version, about)]
+#[command(name = "wasmgate", version, long_version = LONG_VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::global::GlobalConfig;
+
 /// What requests are counted together.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -43,6 +45,40 @@ fn default_slots() -> u32 {
     4096
 }
 
+/// The configuration of either mode, chosen by `"mode"`: `"local"` (the default) or `"global"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Mode {
+    Local(Config),
+    Global(GlobalConfig),
+}
+
+/// Parses and checks a configuration of either mode.
+///
+/// # Errors
+/// The reason: invalid JSON, an unknown mode or key, or a value out of range.
+pub(crate) fn parse_mode(bytes: &[u8]) -> Result<Mode, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mode = match value.as_object_mut().and_then(|o| o.remove("mode")) {
+        None => "local".to_owned(),
+        Some(serde_json::Value::String(mode)) => mode,
+        Some(other) => {
+            return Err(format!(
+                "`mode` must be \"local\" or \"global\", not {other}"
+            ));
+        }
+    };
+    match mode.as_str() {
+        "local" => Config::from_value(value).map(Mode::Local),
+        "global" => serde_json::from_value::<GlobalConfig>(value)
+            .map_err(|e| e.to_string())?
+            .check()
+            .map(Mode::Global),
+        other => Err(format!(
+            "`mode` must be \"local\" or \"global\", not {other:?}"
+        )),
+    }
+}
+
 /// Most buckets: well under the host's default key cap per namespace (100,000).
 const MAX_SLOTS: u32 = 50_000;
 
@@ -51,8 +87,15 @@ impl Config {
     ///
     /// # Errors
     /// The reason: invalid JSON, an unknown key, or a value out of range.
+    #[cfg(test)]
     pub(crate) fn parse(bytes: &[u8]) -> Result<Config, String> {
-        let config: Config = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Config::from_value(value)
+    }
+
+    /// As [`Config::parse`], from parsed JSON.
+    fn from_value(value: serde_json::Value) -> Result<Config, String> {
+        let config: Config = serde_json::from_value(value).map_err(|e| e.to_string())?;
         if !(config.rate.is_finite() && config.rate > 0.0) {
             return Err("`rate` must be a positive number of tokens per second".into());
         }
@@ -105,6 +148,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.key, Key::Header("x-api-key".into()));
         assert_eq!(c.refill_per_tick(), 500);
+    }
+
+    #[test]
+    fn mode_chooses_the_schema() {
+        assert!(matches!(
+            parse_mode(br#"{"rate": 1, "burst": 1}"#),
+            Ok(Mode::Local(_))
+        ));
+        assert!(matches!(
+            parse_mode(br#"{"mode": "local", "rate": 1, "burst": 1}"#),
+            Ok(Mode::Local(_))
+        ));
+        assert!(matches!(
+            parse_mode(br#"{"mode": "global", "limit": 3, "window_ms": 1000, "upstream": "w"}"#),
+            Ok(Mode::Global(_))
+        ));
+        for bad in [
+            &br#"{"mode": "cluster", "rate": 1, "burst": 1}"#[..],
+            br#"{"mode": 1, "rate": 1, "burst": 1}"#,
+            br#"{"mode": "global", "rate": 1, "burst": 1}"#,
+            br#"{"mode": "local", "limit": 3, "window_ms": 1000, "upstream": "w"}"#,
+        ] {
+            assert!(parse_mode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

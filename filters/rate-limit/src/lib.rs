@@ -2,20 +2,26 @@
 //! header) with token buckets kept in shared data, so that every VM of the filter (one per
 //! worker) draws from the same buckets. Updates use compare-and-swap and retry on conflict.
 //! A refill clock in shared data advances on each root context's tick; buckets catch up with
-//! it when they are next used. See README.md.
+//! it when they are next used. In `global` mode the limit holds across replicas instead: a
+//! fixed window per key counted in Redis through Webdis (global.rs, global_stream.rs). See
+//! README.md.
 
 mod bucket;
 mod config;
+mod global;
+mod global_stream;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::bucket::{Bucket, client_ip, retry_after_secs, slot};
-use crate::config::{Config, Key};
+use crate::config::{Config, Key, Mode};
+use crate::global_stream::{Global, GlobalStream};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -110,6 +116,7 @@ impl Limiter {
 #[derive(Debug, Default)]
 struct RateLimitRoot {
     limiter: Option<Rc<Limiter>>,
+    global: Option<Rc<Global>>,
 }
 
 impl RateLimitRoot {
@@ -119,6 +126,28 @@ impl RateLimitRoot {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         u64::try_from(millis / u128::from(tick_ms)).unwrap_or(u64::MAX)
+    }
+}
+
+impl RateLimitRoot {
+    /// `on_configure` in global mode: no shared data and no ticks, only the callout's settings.
+    fn configure_global(&mut self, config: global::GlobalConfig) -> bool {
+        let Some([allowed, limited, store_errors]) = counters([
+            "rate_limit_allowed_total",
+            "rate_limit_limited_total",
+            "rate_limit_store_errors_total",
+        ]) else {
+            return false;
+        };
+        self.global = Some(Rc::new(Global {
+            config,
+            name: plugin_name(),
+            allowed,
+            limited,
+            store_errors,
+            store_down: Cell::new(false),
+        }));
+        true
     }
 }
 
@@ -136,8 +165,9 @@ impl RootContext for RateLimitRoot {
                 return false;
             }
         };
-        let config = match Config::parse(&bytes) {
-            Ok(config) => config,
+        let config = match config::parse_mode(&bytes) {
+            Ok(Mode::Local(config)) => config,
+            Ok(Mode::Global(config)) => return self.configure_global(config),
             Err(reason) => {
                 log(
                     LogLevel::Error,
@@ -146,19 +176,11 @@ impl RootContext for RateLimitRoot {
                 return false;
             }
         };
-        let name = match hostcalls::get_property(vec!["plugin_name"]) {
-            Ok(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
-            _ => String::new(),
-        };
-        let (allowed, limited) = match (
-            hostcalls::define_metric(MetricType::Counter, "rate_limit_allowed_total"),
-            hostcalls::define_metric(MetricType::Counter, "rate_limit_limited_total"),
-        ) {
-            (Ok(a), Ok(l)) => (a, l),
-            _ => {
-                log(LogLevel::Error, "rate-limit: cannot define the metrics");
-                return false;
-            }
+        let name = plugin_name();
+        let Some([allowed, limited]) =
+            counters(["rate_limit_allowed_total", "rate_limit_limited_total"])
+        else {
+            return false;
         };
         let tick_ms = config.tick_ms;
         let limiter = Limiter {
@@ -180,6 +202,10 @@ impl RootContext for RateLimitRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if let Some(global) = &self.global {
+            let global = Rc::clone(global);
+            return Some(Box::new(GlobalStream { global }));
+        }
         let limiter = self.limiter.clone()?;
         Some(Box::new(RateLimitStream { limiter }))
     }
@@ -197,13 +223,7 @@ struct RateLimitStream {
 impl RateLimitStream {
     /// The text requests are counted by.
     fn key(&self) -> String {
-        match &self.limiter.config.key {
-            Key::Source => match self.get_property(vec!["source", "address"]) {
-                Some(address) => client_ip(&String::from_utf8_lossy(&address)).to_owned(),
-                None => String::new(),
-            },
-            Key::Header(name) => self.get_http_request_header(name).unwrap_or_default(),
-        }
+        request_key(&self.limiter.config.key)
     }
 }
 
@@ -242,6 +262,46 @@ impl HttpContext for RateLimitStream {
             }
         }
     }
+}
+
+/// The text the current request is counted by, as `key` says.
+fn request_key(key: &Key) -> String {
+    match key {
+        Key::Source => match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(Some(address)) => client_ip(&String::from_utf8_lossy(&address)).to_owned(),
+            _ => String::new(),
+        },
+        Key::Header(name) => hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    }
+}
+
+/// The filter's name in the proxy's configuration (empty if the host does not say).
+fn plugin_name() -> String {
+    match hostcalls::get_property(vec!["plugin_name"]) {
+        Ok(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Defines the counters `names`; None (logged) if the host refuses one.
+fn counters<const N: usize>(names: [&str; N]) -> Option<[u32; N]> {
+    let mut ids = [0; N];
+    for (id, name) in ids.iter_mut().zip(names) {
+        match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(defined) => *id = defined,
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("rate-limit: cannot define metric {name}: {status:?}"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(ids)
 }
 
 fn count(metric: u32) {

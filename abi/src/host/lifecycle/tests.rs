@@ -104,6 +104,26 @@ fn compress_and_uncompress_speak_zlib() {
     );
 }
 
+/// Interoperability beyond flate2 itself (whose zlib is zlib-rs, through
+/// patches/libz-ng-sys): a stream written by the C zlib inflates.
+#[test]
+fn uncompress_reads_what_c_zlib_wrote() {
+    // CPython's zlib.compress(b"hello wasmgate"), which is the C zlib.
+    let from_c_zlib = [
+        0x78, 0x9c, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x57, 0x28, 0x4f, 0x2c, 0xce, 0x4d, 0x4f, 0x2c,
+        0x49, 0x05, 0x00, 0x29, 0x47, 0x05, 0x8e,
+    ];
+    let mut vm = vm("foreign-c-zlib");
+    assert_eq!(
+        call(&mut vm, b"uncompress", &from_c_zlib).unwrap(),
+        b"hello wasmgate"
+    );
+    // A corrupt stream is an error, not a panic.
+    let mut corrupt = from_c_zlib;
+    corrupt[8] ^= 0xff;
+    assert!(call(&mut vm, b"uncompress", &corrupt).is_err());
+}
+
 #[test]
 fn foreign_function_errors() {
     let mut vm = vm("foreign-errors");
