@@ -39,7 +39,9 @@
 //! # Ok::<(), wasmgate_config::Errors>(())
 //! ```
 
+mod access_log;
 mod error;
+mod forwarding;
 mod model;
 mod parse;
 mod positions;
@@ -60,6 +62,9 @@ pub use model::{
     Upstream, UpstreamTimeouts, WasmSource,
 };
 pub use parse::{load, parse};
+
+pub use access_log::{AccessLog, AccessLogFormat, AccessLogPath, Piece, Variable};
+pub use forwarding::{Forwarding, RequestId, XForwarded};
 
 /// What the caller knows that the file cannot say.
 #[derive(Debug, Clone, Default)]

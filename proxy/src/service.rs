@@ -109,6 +109,8 @@ pub struct RequestCtx {
     deadline: Option<Instant>,
     /// A filter saw the request body, or the response: a retry would show it to them twice.
     filtered: bool,
+    /// Forwarding decisions and upstream timing, for the response and the access log.
+    facts: crate::access_log::Facts,
 }
 
 fn plain(status: u16, body: &'static str) -> Replacement {
@@ -180,7 +182,9 @@ fn replaced() -> Box<Error> {
 }
 
 /// Sends a whole response downstream.
-async fn send(session: &mut Session, reply: Replacement) -> Result<u16> {
+async fn send(session: &mut Session, ctx: &RequestCtx, mut reply: Replacement) -> Result<u16> {
+    let forwarding = &ctx.generation.config.forwarding;
+    crate::forwarding::echo(forwarding, &ctx.facts.forwarded, &mut reply.header);
     let status = reply.header.status.as_u16();
     let head = session.req_header().method == http::Method::HEAD;
     let no_body = reply.body.is_empty() || head;
@@ -303,6 +307,8 @@ impl WasmGate {
             protocol,
             start_time: SystemTime::now(),
             tls: is_tls(session),
+            // Set by `request_filter`, from the generation's `forwarding:`.
+            request_id_header: None,
         }
     }
 }
@@ -337,6 +343,7 @@ impl ProxyHttp for WasmGate {
             body_clock: Default::default(),
             deadline: None,
             filtered: false,
+            facts: Default::default(),
         }
     }
 
@@ -350,9 +357,11 @@ impl ProxyHttp for WasmGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let generation = ctx.generation.clone();
+        let forwarding = &generation.config.forwarding;
+        ctx.facts.forwarded = crate::forwarding::on_request(forwarding, session, is_tls(session));
         let path = session.req_header().uri.path();
         let Some((index, _)) = generation.config.route_for(request_host(session), path) else {
-            ctx.status = send(session, plain(404, "404 Not Found: no route\n")).await?;
+            ctx.status = send(session, ctx, plain(404, "404 Not Found: no route\n")).await?;
             return Ok(true);
         };
         ctx.route = Some(index);
@@ -362,6 +371,7 @@ impl ProxyHttp for WasmGate {
         }
 
         let mut stream = HttpStream::new(self.stream_info(session));
+        stream.info.request_id_header = crate::forwarding::id_header(forwarding);
         stream.request_headers = headers::capture_request(session.req_header(), is_tls(session));
         stream.set_cluster_name(generation.routes[index].upstream.name.clone());
         ctx.request.ended = session.is_body_empty();
@@ -382,7 +392,8 @@ impl ProxyHttp for WasmGate {
                 return Err(Error::explain(
                     ErrorType::ConnectionClosed,
                     "the client left while a filter held its request",
-                ));
+                )
+                .into_down());
             }
             Err(stall) => stalled(stall),
             Ok((Verdict::Continue, _)) => {
@@ -423,7 +434,7 @@ impl ProxyHttp for WasmGate {
             }
         };
         ctx.chain = Some(chain);
-        ctx.status = send(session, reply).await?;
+        ctx.status = send(session, ctx, reply).await?;
         Ok(true)
     }
 
@@ -458,6 +469,7 @@ impl ProxyHttp for WasmGate {
                 .map_or(timeouts.read, |r| r.min(timeouts.read)),
         );
         peer.options.write_timeout = Some(timeouts.write);
+        ctx.facts.upstream_chosen();
         // A retry picks a peer again: the deadline counts from the first pick.
         if ctx.deadline.is_none() {
             ctx.deadline = timeouts.response.map(|d| Instant::now() + d);
@@ -558,8 +570,9 @@ impl ProxyHttp for WasmGate {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.facts.upstream_answered();
         // Pingora 0.9.1 refuses a 101 only when the client and the upstream request disagree
         // on the upgrade; a 101 to a request that asked for none would open a tunnel that
         // bypasses the filters, and make the client read what follows as another protocol.
@@ -585,6 +598,8 @@ impl ProxyHttp for WasmGate {
             ctx.replacement = Some(upstream_timed_out());
             return Err(replaced());
         }
+        let forwarding = &ctx.generation.config.forwarding;
+        crate::forwarding::on_response(forwarding, &ctx.facts.forwarded, upstream_response);
         let limit = ctx.generation.config.max_paused_streams;
         let paused = &self.state.paused;
         let Some(chain) = ctx.chain.as_mut() else {
@@ -734,7 +749,12 @@ impl ProxyHttp for WasmGate {
         e
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        if crate::access_log::client_left(error) {
+            // Not a fault: counted as 499 (see `logging`).
+            tracing::debug!("client left: {error}");
+            return true;
+        }
         ctx.replacement.is_some() || ctx.reset
     }
 
@@ -796,7 +816,7 @@ impl ProxyHttp for WasmGate {
         // `Connection` header from the session's keep-alive state, not from ours), so that
         // the client does not send its next request on it.
         session.set_keepalive(None);
-        ctx.status = match send(session, reply).await {
+        ctx.status = match send(session, ctx, reply).await {
             Ok(code) => code,
             Err(err) => {
                 tracing::debug!("could not send the error response downstream: {err}");
@@ -819,6 +839,7 @@ impl ProxyHttp for WasmGate {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.facts.upstream = pingora::upstreams::peer::Peer::address(peer).as_inet().copied();
         if let Some(chain) = ctx.chain.as_mut()
             && !chain.is_paused()
             && let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet()
@@ -828,7 +849,7 @@ impl ProxyHttp for WasmGate {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(chain) = ctx.chain.as_mut() {
             if !chain.is_paused() {
                 chain.stream_mut().set_duration(ctx.started.elapsed());
@@ -836,10 +857,15 @@ impl ProxyHttp for WasmGate {
             chain.finish();
             report(chain);
         }
-        let status = session
-            .response_written()
-            .map_or(ctx.status, |r| r.status.as_u16());
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            // nginx's 499: the client left before it got a response.
+            None if ctx.status == 0 && e.is_some_and(crate::access_log::client_left) => 499,
+            None => ctx.status,
+        };
         self.state.counters.record(status);
+        let (chain, facts) = (ctx.chain.as_ref(), &ctx.facts);
+        crate::access_log::log(session, &ctx.generation, ctx.route, chain, status, ctx.started, facts);
     }
 }
 

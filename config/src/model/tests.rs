@@ -79,6 +79,8 @@ fn route_for_returns_first_match_in_file_order() {
         limits: Limits::default(),
         client: Default::default(),
         max_paused_streams: crate::DEFAULT_MAX_PAUSED_STREAMS,
+        forwarding: Default::default(),
+        access_log: None,
     };
     let index = |host, path| config.route_for(host, path).map(|(i, _)| i);
     assert_eq!(index(Some("api.example.com"), "/static/x"), Some(0));

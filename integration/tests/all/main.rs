@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `wasmgate` binary between real HTTP clients and real upstream
 //! servers on loopback.
 
+mod access_log;
 mod bodies;
 mod callouts;
 mod chain;
@@ -11,6 +12,7 @@ mod client_support;
 mod client_upgrade;
 mod config_errors;
 mod grpc;
+mod forwarding;
 mod headers;
 mod hostile;
 mod hostile_headers;
