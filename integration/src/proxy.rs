@@ -91,7 +91,9 @@ impl Proxy {
             .args(["run", "-c"])
             .arg(&path)
             .args(args)
-            .env("RUST_LOG", "info,wasm=trace")
+            // `wasm=` would also match every `wasmtime*` target (a prefix): keep those at info,
+            // or the proxy logs every compiled function and starts slowly.
+            .env("RUST_LOG", "info,wasm=trace,wasmtime=info,wasmparser=info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

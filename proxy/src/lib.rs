@@ -12,6 +12,7 @@ pub mod client;
 pub mod demo;
 pub mod forwarding;
 pub mod generation;
+mod linger;
 mod headers;
 pub mod metrics;
 pub mod pause;

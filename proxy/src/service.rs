@@ -194,6 +194,7 @@ async fn send(session: &mut Session, ctx: &RequestCtx, mut reply: Replacement) -
     if !no_body {
         session.write_response_body(Some(reply.body), true).await?;
     }
+    crate::linger::discard_request_body(session).await;
     Ok(status)
 }
 

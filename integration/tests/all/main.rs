@@ -19,6 +19,7 @@ mod hostile_headers;
 mod hostile_support;
 mod hostile_tenants;
 mod http2;
+mod linger;
 mod passthrough;
 mod properties;
 mod reload;
