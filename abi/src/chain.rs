@@ -443,7 +443,10 @@ impl ChainStream {
             let stream = self.stream_mut();
             if let Some(reply) = stream.take_local_reply() {
                 *stream.body_mut(request) = None;
-                return (Verdict::LocalReply(self.install_reply(i, reply)), Bytes::new());
+                return (
+                    Verdict::LocalReply(self.install_reply(i, reply)),
+                    Bytes::new(),
+                );
             }
             if stream.close_requested() {
                 return (Verdict::Close, Bytes::new());

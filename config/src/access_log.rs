@@ -235,7 +235,9 @@ pub(crate) fn template(text: &str) -> Result<Vec<Piece>, String> {
             (&rest[..end], &rest[end..])
         };
         if name.is_empty() {
-            return Err("a \"$\" is not followed by a variable name (write \"$$\" for a \"$\")".into());
+            return Err(
+                "a \"$\" is not followed by a variable name (write \"$$\" for a \"$\")".into(),
+            );
         }
         let var = Variable::from_name(name).ok_or_else(|| {
             let known: Vec<&str> = Variable::ALL.iter().map(|v| v.name()).collect();
@@ -279,7 +281,11 @@ mod tests {
 
     #[test]
     fn bad_templates_say_why() {
-        assert!(template("$nope").unwrap_err().starts_with("unknown variable $nope (known: time,"));
+        assert!(
+            template("$nope")
+                .unwrap_err()
+                .starts_with("unknown variable $nope (known: time,")
+        );
         assert!(template("${status").unwrap_err().contains("not closed"));
         assert!(template("a $ b").unwrap_err().contains("not followed"));
         assert!(template("plain text").unwrap_err().contains("at least one"));
@@ -292,7 +298,8 @@ mod tests {
         }
     }
 
-    const HEAD: &str = "listen: 127.0.0.1:1\nupstreams: {a: {endpoints: [\"a:1\"]}}\nroutes: [{upstream: a}]\n";
+    const HEAD: &str =
+        "listen: 127.0.0.1:1\nupstreams: {a: {endpoints: [\"a:1\"]}}\nroutes: [{upstream: a}]\n";
 
     #[test]
     fn absent_is_no_log_and_empty_is_json_on_stdout() {
@@ -316,7 +323,10 @@ mod tests {
         std::fs::write(&file, &text).unwrap();
         let c = crate::load(&file, &crate::testing::opts()).unwrap();
         let log = c.access_log.unwrap();
-        assert_eq!(log.path, AccessLogPath::File(dir.path().join("logs/access.log")));
+        assert_eq!(
+            log.path,
+            AccessLogPath::File(dir.path().join("logs/access.log"))
+        );
         assert_eq!(log.format, AccessLogFormat::Combined);
         let t = crate::testing::ok(&format!(
             "{HEAD}access_log: {{path: stderr, format: \"$status $$\"}}\n"

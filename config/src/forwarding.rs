@@ -183,7 +183,9 @@ fn cidr(s: &str) -> Result<IpNet, &'static str> {
         .parse()
         .map_err(|_| "expected an IP address or a CIDR block such as 10.0.0.0/8")?;
     if net.trunc() != net {
-        return Err("the address has bits set past the prefix length (write the network, e.g. 10.0.0.0/8)");
+        return Err(
+            "the address has bits set past the prefix length (write the network, e.g. 10.0.0.0/8)",
+        );
     }
     Ok(net)
 }
@@ -238,7 +240,8 @@ mod tests {
         assert!(request_id_header("Content-Length").is_err());
     }
 
-    const HEAD: &str = "listen: 127.0.0.1:1\nupstreams: {a: {endpoints: [\"a:1\"]}}\nroutes: [{upstream: a}]\n";
+    const HEAD: &str =
+        "listen: 127.0.0.1:1\nupstreams: {a: {endpoints: [\"a:1\"]}}\nroutes: [{upstream: a}]\n";
 
     #[test]
     fn defaults_append_and_generate_an_echoed_request_id() {

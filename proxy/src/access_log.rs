@@ -120,9 +120,9 @@ impl Entry<'_> {
                 let t = chrono::DateTime::<chrono::Utc>::from(self.time);
                 Value::Text(Owned(t.format("%d/%b/%Y:%H:%M:%S %z").to_string()))
             }
-            Variable::RemoteAddr => self
-                .remote
-                .map_or(Value::None, |a| Value::Text(Owned(a.ip().to_canonical().to_string()))),
+            Variable::RemoteAddr => self.remote.map_or(Value::None, |a| {
+                Value::Text(Owned(a.ip().to_canonical().to_string()))
+            }),
             Variable::RemotePort => self
                 .remote
                 .map_or(Value::None, |a| Value::Int(u64::from(a.port()))),
@@ -263,7 +263,11 @@ pub(crate) fn log(
         remote: session.client_addr().and_then(|a| a.as_inet()).copied(),
         client_addr: facts.forwarded.client_addr,
         method: req.method.as_str(),
-        host: req.uri.authority().map(|a| a.as_str()).or_else(|| header("host")),
+        host: req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| header("host")),
         path: String::from_utf8_lossy(req.raw_path()).into_owned(),
         protocol,
         status,
@@ -273,7 +277,11 @@ pub(crate) fn log(
         upstream: facts.upstream,
         upstream_time: facts.upstream_time,
         route: route.map(|i| route_label(generation, i)),
-        request_id: facts.forwarded.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        request_id: facts
+            .forwarded
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok()),
         user_agent: header("user-agent"),
         referer: header("referer"),
         filter,

@@ -94,7 +94,8 @@ pub(crate) fn id_header(cfg: &Forwarding) -> Option<HeaderName> {
 
 /// Echoes the request id in a response the proxy sends, whether the upstream's or its own.
 pub(crate) fn echo(cfg: &Forwarding, forwarded: &Forwarded, resp: &mut ResponseHeader) {
-    if let (true, Some(id), Some(name)) = (cfg.request_id.echo, &forwarded.request_id, id_header(cfg))
+    if let (true, Some(id), Some(name)) =
+        (cfg.request_id.echo, &forwarded.request_id, id_header(cfg))
     {
         let _ = resp.insert_header(name, id.clone());
     }
@@ -105,10 +106,8 @@ pub(crate) fn echo(cfg: &Forwarding, forwarded: &Forwarded, resp: &mut ResponseH
 pub(crate) fn on_response(cfg: &Forwarding, forwarded: &Forwarded, resp: &mut ResponseHeader) {
     echo(cfg, forwarded, resp);
     if cfg.via
-        && let Ok(via) = HeaderValue::from_str(&format!(
-            "{} wasmgate",
-            protocol_version(resp.version)
-        ))
+        && let Ok(via) =
+            HeaderValue::from_str(&format!("{} wasmgate", protocol_version(resp.version)))
     {
         let _ = resp.append_header(VIA, via);
     }
@@ -219,8 +218,14 @@ mod tests {
         let peer = ip("10.0.0.1");
         assert_eq!(real_client(&cfg, "1.1.1.1, 2.2.2.2", peer), ip("2.2.2.2"));
         assert_eq!(real_client(&cfg, "1.1.1.1, 10.9.9.9", peer), ip("1.1.1.1"));
-        assert_eq!(real_client(&cfg, "10.1.1.1, 10.9.9.9", peer), ip("10.1.1.1"));
-        assert_eq!(real_client(&cfg, "1.1.1.1, junk, 10.9.9.9", peer), ip("10.9.9.9"));
+        assert_eq!(
+            real_client(&cfg, "10.1.1.1, 10.9.9.9", peer),
+            ip("10.1.1.1")
+        );
+        assert_eq!(
+            real_client(&cfg, "1.1.1.1, junk, 10.9.9.9", peer),
+            ip("10.9.9.9")
+        );
         assert_eq!(real_client(&cfg, "junk", peer), peer);
         assert_eq!(real_client(&cfg, " ::ffff:3.3.3.3 ", peer), ip("3.3.3.3"));
     }

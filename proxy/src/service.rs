@@ -840,7 +840,9 @@ impl ProxyHttp for WasmGate {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.facts.upstream = pingora::upstreams::peer::Peer::address(peer).as_inet().copied();
+        ctx.facts.upstream = pingora::upstreams::peer::Peer::address(peer)
+            .as_inet()
+            .copied();
         if let Some(chain) = ctx.chain.as_mut()
             && !chain.is_paused()
             && let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet()
@@ -866,7 +868,15 @@ impl ProxyHttp for WasmGate {
         };
         self.state.counters.record(status);
         let (chain, facts) = (ctx.chain.as_ref(), &ctx.facts);
-        crate::access_log::log(session, &ctx.generation, ctx.route, chain, status, ctx.started, facts);
+        crate::access_log::log(
+            session,
+            &ctx.generation,
+            ctx.route,
+            chain,
+            status,
+            ctx.started,
+            facts,
+        );
     }
 }
 

@@ -56,7 +56,10 @@ fn json_lines(path: &Path, n: usize) -> Vec<Value> {
 /// Checks `time` is RFC 3339 UTC with milliseconds and within the last minute.
 fn assert_recent(time: &Value) {
     let t = time.as_str().expect("time is a string");
-    assert!(t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+    assert!(
+        t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+        "{t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,11 +97,33 @@ async fn json_lines_carry_every_field_and_name_the_filter_that_answered_or_faile
 
     let all = json_lines(&log, 3);
     let line = &all[0];
-    let fields: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+    let fields: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = vec![
-        "time", "time_local", "remote_addr", "remote_port", "client_addr", "method", "host",
-        "path", "protocol", "status", "bytes_in", "bytes_out", "duration_ms", "upstream",
-        "upstream_ms", "route", "request_id", "user_agent", "referer", "filter",
+        "time",
+        "time_local",
+        "remote_addr",
+        "remote_port",
+        "client_addr",
+        "method",
+        "host",
+        "path",
+        "protocol",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream",
+        "upstream_ms",
+        "route",
+        "request_id",
+        "user_agent",
+        "referer",
+        "filter",
         "filter_action",
     ];
     let mut sorted = fields.clone();
@@ -197,7 +222,11 @@ async fn combined_then_a_template_after_a_reload_that_moves_the_file() {
             "403|GET|/t2|tid2|gate|-|$".to_owned(),
         ]
     );
-    assert_eq!(lines(&combined, 1).len(), 1, "the old file gets no more lines");
+    assert_eq!(
+        lines(&combined, 1).len(),
+        1,
+        "the old file gets no more lines"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,7 +268,10 @@ async fn a_client_that_leaves_is_logged_as_499_and_not_as_an_error() {
     while origin.received().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!origin.received().is_empty(), "the request reached the origin");
+    assert!(
+        !origin.received().is_empty(),
+        "the request reached the origin"
+    );
     drop(stream);
     let line = &json_lines(&proxy.dir.path().join("access.log"), 1)[0];
     assert_eq!(line["status"], 499, "{line}");

@@ -107,7 +107,11 @@ async fn replace_ignores_even_trusted_proxies_and_off_forwards_as_sent() {
     assert_eq!(seen.header_all("x-forwarded-for"), ["192.0.2.1"]);
     assert_eq!(seen.header_all("x-forwarded-proto"), ["https"]);
     assert_eq!(seen.header_all("x-forwarded-host"), ["evil.example"]);
-    client::http().get(proxy.url("/plain")).send().await.unwrap();
+    client::http()
+        .get(proxy.url("/plain"))
+        .send()
+        .await
+        .unwrap();
     let seen = origin.last();
     assert_eq!(seen.header("x-forwarded-for"), None, "off adds nothing");
     assert_eq!(seen.header("x-forwarded-proto"), None);
@@ -164,7 +168,10 @@ async fn a_request_id_is_generated_passed_on_echoed_and_seen_by_filters() {
         [8, 4, 4, 4, 12],
         "{id}"
     );
-    assert!(parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]), "{id}");
+    assert!(
+        parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]),
+        "{id}"
+    );
     let seen = origin.last();
     assert_eq!(seen.header_all("x-request-id"), [id.as_str()]);
     assert_eq!(seen.header("x-seen-property"), Some(id.as_str()));
