@@ -135,6 +135,10 @@ pub struct ChainStream {
     paused: Option<PausePoint>,
     /// Made on the first pause: most streams never pause.
     waker: Option<Arc<Notify>>,
+    /// The filter whose local reply became the response, and the one that failed the stream
+    /// (fail-closed), for access logs.
+    replied_by: Option<usize>,
+    failed_by: Option<usize>,
 }
 
 impl ChainStream {
@@ -149,6 +153,8 @@ impl ChainStream {
             hold: [None, None],
             paused: None,
             waker: None,
+            replied_by: None,
+            failed_by: None,
         }
     }
 
@@ -176,6 +182,16 @@ impl ChainStream {
     /// Whether the stream is paused.
     pub fn is_paused(&self) -> bool {
         self.paused.is_some()
+    }
+
+    /// The filter whose local reply became the response, if one did.
+    pub fn replied_by(&self) -> Option<&str> {
+        Some(&self.chain.filters[self.replied_by?].plugin().info().name)
+    }
+
+    /// The fail-closed filter that failed the stream, if one did.
+    pub fn failed_by(&self) -> Option<&str> {
+        Some(&self.chain.filters[self.failed_by?].plugin().info().name)
     }
 
     /// Failures seen since the last call, for logs and metrics.
@@ -224,7 +240,7 @@ impl ChainStream {
         let stream = self.stream_mut();
         if let Some(reply) = stream.take_local_reply() {
             stream.set_map_state(MapType::RequestHeaders, MapState::ReadOnly);
-            return Some(Verdict::LocalReply(self.install_reply(reply)));
+            return Some(Verdict::LocalReply(self.install_reply(i, reply)));
         }
         if stream.close_requested() {
             return Some(Verdict::Close);
@@ -266,7 +282,7 @@ impl ChainStream {
                 Step::Done(action) => {
                     let stream = self.stream_mut();
                     if let Some(r) = stream.take_local_reply() {
-                        reply = Some(self.install_reply(r));
+                        reply = Some(self.install_reply(i, r));
                         continue;
                     }
                     let stream = self.stream_mut();
@@ -427,7 +443,10 @@ impl ChainStream {
             let stream = self.stream_mut();
             if let Some(reply) = stream.take_local_reply() {
                 *stream.body_mut(request) = None;
-                return (Verdict::LocalReply(self.install_reply(reply)), Bytes::new());
+                return (
+                    Verdict::LocalReply(self.install_reply(i, reply)),
+                    Bytes::new(),
+                );
             }
             if stream.close_requested() {
                 return (Verdict::Close, Bytes::new());
@@ -514,7 +533,10 @@ impl ChainStream {
                 let stream = self.stream_mut();
                 if let Some(reply) = stream.take_local_reply() {
                     *stream.body_mut(true) = None;
-                    return (Verdict::LocalReply(self.install_reply(reply)), Bytes::new());
+                    return (
+                        Verdict::LocalReply(self.install_reply(filter, reply)),
+                        Bytes::new(),
+                    );
                 }
                 if stream.close_requested() {
                     return (Verdict::Close, Bytes::new());
@@ -528,7 +550,9 @@ impl ChainStream {
                     return (Verdict::Close, Bytes::new());
                 }
                 stream.take_continue_response();
-                let reply = stream.take_local_reply().map(|r| self.install_reply(r));
+                let reply = stream
+                    .take_local_reply()
+                    .map(|r| self.install_reply(filter, r));
                 (self.run_response_headers(filter, eos, reply), Bytes::new())
             }
             PausePoint::ResponseTrailers { filter } => {
@@ -649,7 +673,8 @@ impl ChainStream {
 
     /// Makes `reply` the response: its status and headers become the response headers that
     /// the response callbacks see and the embedder sends. A later local reply is ignored.
-    fn install_reply(&mut self, reply: LocalReply) -> LocalReply {
+    fn install_reply(&mut self, i: usize, reply: LocalReply) -> LocalReply {
+        self.replied_by = Some(i);
         let stream = self.stream_mut();
         let mut headers = HeaderMap::with_capacity(reply.headers.len() + 3);
         headers.push_pseudo(Pseudo::Status, HeaderValue::from(reply.status));
@@ -682,6 +707,7 @@ impl ChainStream {
     }
 
     fn failed(&mut self, i: usize) -> Verdict {
+        self.failed_by = Some(i);
         Verdict::Failed {
             filter: self.filter_name(i),
         }

@@ -41,6 +41,9 @@ pub struct StreamInfo {
     pub start_time: SystemTime,
     /// Whether the client connection uses TLS (`connection.mtls` is false either way).
     pub tls: bool,
+    /// The request header that carries the request id (`request.id`); `None` is
+    /// `x-request-id`, Envoy's.
+    pub request_id_header: Option<HeaderName>,
 }
 
 impl Default for StreamInfo {
@@ -52,6 +55,7 @@ impl Default for StreamInfo {
             protocol: "HTTP/1.1",
             start_time: SystemTime::UNIX_EPOCH,
             tls: false,
+            request_id_header: None,
         }
     }
 }

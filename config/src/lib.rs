@@ -48,7 +48,9 @@
 //! ```
 
 mod env;
+mod access_log;
 mod error;
+mod forwarding;
 mod model;
 mod parse;
 mod positions;
@@ -71,6 +73,9 @@ pub use model::{
     Upstream, UpstreamTimeouts, UpstreamTls, ValueMatch, WasmSource, WeightedUpstream,
 };
 pub use parse::{load, parse};
+
+pub use access_log::{AccessLog, AccessLogFormat, AccessLogPath, Piece, Variable};
+pub use forwarding::{Forwarding, RequestId, XForwarded};
 
 /// What the caller knows that the file cannot say.
 #[derive(Debug, Clone, Default)]

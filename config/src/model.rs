@@ -50,6 +50,10 @@ pub struct Config {
     /// Streams a filter may hold paused at once, across the process (`max_paused_streams:`),
     /// 1..=1000000; default [`DEFAULT_MAX_PAUSED_STREAMS`]. Past it a pause is answered 503.
     pub max_paused_streams: usize,
+    /// Forwarding headers (`forwarding:`); every key has a default.
+    pub forwarding: crate::Forwarding,
+    /// The access log (`access_log:`); default none.
+    pub access_log: Option<crate::AccessLog>,
 }
 
 /// Limits on what a client may send and how long it may take (`client:`). Every field has a

@@ -108,6 +108,22 @@ pub(crate) enum Problem {
     Route(#[from] RouteProblem),
     #[error("upgrade_sock path is {len} bytes long, over the 107 bytes a Unix socket allows: {}", path.display())]
     SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("unknown {name} {value:?} (known: {known})")]
+    Choice {
+        name: &'static str,
+        value: String,
+        known: &'static str,
+    },
+    #[error("invalid address {value:?}: {reason}")]
+    Cidr { value: String, reason: &'static str },
+    #[error("invalid header name {value:?}: {reason}")]
+    HeaderName { value: String, reason: &'static str },
+    #[error("access_log.path is a directory: {}", .0.display())]
+    LogPathIsDir(PathBuf),
+    #[error("the directory of access_log.path does not exist: {}", .0.display())]
+    LogDirMissing(PathBuf),
+    #[error("invalid access log template: {0}")]
+    Template(String),
 }
 
 fn known_list(known: &[String]) -> String {

@@ -51,6 +51,12 @@ pub(crate) struct RawConfig {
     /// Streams held paused at once; default 4096.
     #[serde(default)]
     pub(crate) max_paused_streams: Option<i64>,
+    /// Forwarding headers; default the proxy's.
+    #[serde(default)]
+    pub(crate) forwarding: Option<crate::forwarding::RawForwarding>,
+    /// Access log; default none.
+    #[serde(default)]
+    pub(crate) access_log: Option<crate::access_log::RawAccessLog>,
 }
 
 /// `client:`: limits on client connections and requests.

@@ -81,6 +81,10 @@ pub(crate) fn validate(
             )?;
             usize::try_from(n).ok()
         });
+    let forwarding = crate::forwarding::validate(raw.forwarding.unwrap_or_default(), &mut report);
+    let access_log = raw
+        .access_log
+        .and_then(|a| crate::access_log::validate(a, base, &mut report));
     report.finish()?;
     Ok(Config {
         source: source.to_path_buf(),
@@ -96,6 +100,8 @@ pub(crate) fn validate(
         limits,
         client,
         max_paused_streams: max_paused_streams.unwrap_or(DEFAULT_MAX_PAUSED_STREAMS),
+        forwarding,
+        access_log,
     })
 }
 

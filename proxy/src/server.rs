@@ -119,6 +119,7 @@ pub fn run(source: Source, options: RunOptions) -> Result<(), String> {
     let state = State::new(generation);
     let reloader = Reloader::new(state.clone(), runtime, path, parse_options, threads);
     reload::catch_sighup_early()?;
+    crate::access_log::catch_sigusr1()?;
 
     let upgrade_sock = config.upgrade_sock.as_ref().map_or_else(
         || DEFAULT_UPGRADE_SOCK.to_owned(),

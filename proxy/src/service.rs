@@ -114,6 +114,8 @@ pub struct RequestCtx {
     filtered: bool,
     /// The tries made at the upstream.
     attempts: crate::upstream::attempt::Attempts,
+    /// Forwarding decisions and upstream timing, for the response and the access log.
+    facts: crate::access_log::Facts,
 }
 
 fn plain(status: u16, body: &'static str) -> Replacement {
@@ -185,7 +187,9 @@ fn replaced() -> Box<Error> {
 }
 
 /// Sends a whole response downstream.
-async fn send(session: &mut Session, reply: Replacement) -> Result<u16> {
+async fn send(session: &mut Session, ctx: &RequestCtx, mut reply: Replacement) -> Result<u16> {
+    let forwarding = &ctx.generation.config.forwarding;
+    crate::forwarding::echo(forwarding, &ctx.facts.forwarded, &mut reply.header);
     let status = reply.header.status.as_u16();
     let head = session.req_header().method == http::Method::HEAD;
     let no_body = reply.body.is_empty() || head;
@@ -195,6 +199,7 @@ async fn send(session: &mut Session, reply: Replacement) -> Result<u16> {
     if !no_body {
         session.write_response_body(Some(reply.body), true).await?;
     }
+    crate::linger::discard_request_body(session).await;
     Ok(status)
 }
 
@@ -308,6 +313,8 @@ impl WasmGate {
             protocol,
             start_time: SystemTime::now(),
             tls: is_tls(session),
+            // Set by `request_filter`, from the generation's `forwarding:`.
+            request_id_header: None,
         }
     }
 }
@@ -337,6 +344,7 @@ impl ProxyHttp for WasmGate {
             deadline: None,
             filtered: false,
             attempts: Default::default(),
+            facts: Default::default(),
         }
     }
 
@@ -350,8 +358,10 @@ impl ProxyHttp for WasmGate {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let generation = ctx.generation.clone();
+        let forwarding = &generation.config.forwarding;
+        ctx.facts.forwarded = crate::forwarding::on_request(forwarding, session, is_tls(session));
         let Some(index) = crate::routing::route_for(&generation, session.req_header()) else {
-            ctx.status = send(session, plain(404, "404 Not Found: no route\n")).await?;
+            ctx.status = send(session, ctx, plain(404, "404 Not Found: no route\n")).await?;
             return Ok(true);
         };
         ctx.route = Some(index);
@@ -366,6 +376,7 @@ impl ProxyHttp for WasmGate {
             let header = crate::routing::response(&reply);
             ctx.status = send(
                 session,
+                ctx,
                 Replacement {
                     header,
                     body: reply.body,
@@ -376,6 +387,7 @@ impl ProxyHttp for WasmGate {
         }
 
         let mut stream = HttpStream::new(self.stream_info(session));
+        stream.info.request_id_header = crate::forwarding::id_header(forwarding);
         stream.request_headers = headers::capture_request(session.req_header(), is_tls(session));
         if let Some(upstream) = &ctx.upstream {
             stream.set_cluster_name(upstream.name.clone());
@@ -400,7 +412,8 @@ impl ProxyHttp for WasmGate {
                 return Err(Error::explain(
                     ErrorType::ConnectionClosed,
                     "the client left while a filter held its request",
-                ));
+                )
+                .into_down());
             }
             Err(stall) => stalled(stall),
             Ok((Verdict::Continue, _)) => {
@@ -441,7 +454,7 @@ impl ProxyHttp for WasmGate {
             }
         };
         ctx.chain = Some(chain);
-        ctx.status = send(session, reply).await?;
+        ctx.status = send(session, ctx, reply).await?;
         Ok(true)
     }
 
@@ -459,6 +472,7 @@ impl ProxyHttp for WasmGate {
                 .response
                 .map_or(timeouts.read, |r| r.min(timeouts.read)),
         );
+        ctx.facts.upstream_chosen();
         // A retry picks a peer again: the deadline counts from the first pick.
         if ctx.deadline.is_none() {
             ctx.deadline = timeouts.response.map(|d| Instant::now() + d);
@@ -572,6 +586,7 @@ impl ProxyHttp for WasmGate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.facts.upstream_answered();
         if let Some(upstream) = ctx.upstream.clone() {
             let replayable = !ctx.filtered && !session.as_ref().retry_buffer_truncated();
             let status = upstream_response.status.as_u16();
@@ -602,6 +617,8 @@ impl ProxyHttp for WasmGate {
             ctx.replacement = Some(upstream_timed_out());
             return Err(replaced());
         }
+        let forwarding = &ctx.generation.config.forwarding;
+        crate::forwarding::on_response(forwarding, &ctx.facts.forwarded, upstream_response);
         let limit = ctx.generation.config.max_paused_streams;
         let paused = &self.state.paused;
         let Some(chain) = ctx.chain.as_mut() else {
@@ -766,7 +783,12 @@ impl ProxyHttp for WasmGate {
         e
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        if crate::access_log::client_left(error) {
+            // Not a fault: counted as 499 (see `logging`).
+            tracing::debug!("client left: {error}");
+            return true;
+        }
         ctx.replacement.is_some() || ctx.reset
     }
 
@@ -828,7 +850,7 @@ impl ProxyHttp for WasmGate {
         // `Connection` header from the session's keep-alive state, not from ours), so that
         // the client does not send its next request on it.
         session.set_keepalive(None);
-        ctx.status = match send(session, reply).await {
+        ctx.status = match send(session, ctx, reply).await {
             Ok(code) => code,
             Err(err) => {
                 tracing::debug!("could not send the error response downstream: {err}");
@@ -851,6 +873,9 @@ impl ProxyHttp for WasmGate {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.facts.upstream = pingora::upstreams::peer::Peer::address(peer)
+            .as_inet()
+            .copied();
         if let Some(chain) = ctx.chain.as_mut()
             && !chain.is_paused()
             && let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet()
@@ -860,7 +885,7 @@ impl ProxyHttp for WasmGate {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(chain) = ctx.chain.as_mut() {
             if !chain.is_paused() {
                 chain.stream_mut().set_duration(ctx.started.elapsed());
@@ -868,10 +893,23 @@ impl ProxyHttp for WasmGate {
             chain.finish();
             report(chain);
         }
-        let status = session
-            .response_written()
-            .map_or(ctx.status, |r| r.status.as_u16());
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            // nginx's 499: the client left before it got a response.
+            None if ctx.status == 0 && e.is_some_and(crate::access_log::client_left) => 499,
+            None => ctx.status,
+        };
         self.state.counters.record(status);
+        let (chain, facts) = (ctx.chain.as_ref(), &ctx.facts);
+        crate::access_log::log(
+            session,
+            &ctx.generation,
+            ctx.route,
+            chain,
+            status,
+            ctx.started,
+            facts,
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::UNIX_EPOCH;
 
+use http::HeaderName;
 use wasmtime::{Caller, Linker};
 
 use crate::header_map::{HeaderMap, Pseudo};
@@ -167,7 +168,13 @@ fn request_property(stream: &HttpStream, path: &[&[u8]]) -> Option<Value> {
         [b"method"] => pseudo(Pseudo::Method),
         [b"referer"] => header("referer"),
         [b"useragent"] => header("user-agent"),
-        [b"id"] => header("x-request-id"),
+        [b"id"] => header(
+            stream
+                .info
+                .request_id_header
+                .as_ref()
+                .map_or("x-request-id", HeaderName::as_str),
+        ),
         [b"headers"] => Some(as_map(headers)),
         [b"headers", name] => Some(Value::Bytes(joined(headers, name)?)),
         [b"headers_bytes"] => Some(Value::Int(i64::try_from(headers.byte_size()).ok()?)),

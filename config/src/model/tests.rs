@@ -40,6 +40,8 @@ fn route_for_returns_first_match_in_file_order() {
         limits: Limits::default(),
         client: Default::default(),
         max_paused_streams: crate::DEFAULT_MAX_PAUSED_STREAMS,
+        forwarding: Default::default(),
+        access_log: None,
     };
     let headers = http::HeaderMap::new();
     let head = |host, path| RequestHead {

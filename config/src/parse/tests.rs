@@ -24,7 +24,7 @@ fn unknown_top_level_key_names_it_and_the_allowed_keys() {
     assert_eq!(
         error(&text),
         "wasmgate.yaml:6:1: routs: unknown field `routs`, expected one of \
-         `listen`, `admin`, `threads`, `upstreams`, `filters`, `routes`, `cache_dir`, `upgrade_sock`, `listen_tls`, `limits`, `client`, `max_paused_streams`"
+         `listen`, `admin`, `threads`, `upstreams`, `filters`, `routes`, `cache_dir`, `upgrade_sock`, `listen_tls`, `limits`, `client`, `max_paused_streams`, `forwarding`, `access_log`"
     );
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `wasmgate` binary between real HTTP clients and real upstream
 //! servers on loopback.
 
+mod access_log;
 mod bodies;
 mod callouts;
 mod chain;
@@ -11,6 +12,7 @@ mod client_support;
 mod client_upgrade;
 mod config_errors;
 mod deploy_files;
+mod forwarding;
 mod grpc;
 mod headers;
 mod hostile;
@@ -24,6 +26,7 @@ mod lb_health;
 mod lb_retry;
 mod lb_support;
 mod lb_tls;
+mod linger;
 mod passthrough;
 mod properties;
 mod rate_limit_global;
