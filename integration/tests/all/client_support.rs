@@ -44,6 +44,8 @@ impl ClientEnv {
                 script.to_string().replace('\'', "''")
             );
         }
+        // These tests compare the exact bytes forwarded: no forwarding headers.
+        text.push_str("forwarding: {x_forwarded: off, request_id: {generate: false}}\n");
         text.push_str("routes:\n");
         if kit.is_some() {
             text.push_str(
