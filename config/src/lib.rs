@@ -47,8 +47,8 @@
 //! # Ok::<(), wasmgate_config::Errors>(())
 //! ```
 
-mod env;
 mod access_log;
+mod env;
 mod error;
 mod forwarding;
 mod model;

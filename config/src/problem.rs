@@ -87,7 +87,7 @@ pub(crate) enum Problem {
     #[error("hash: applies only to balance: hash")]
     HashWithoutHashBalance,
     #[error("invalid header name {0:?}")]
-    HeaderName(String),
+    HashHeaderName(String),
     #[error("unknown balance {0:?} (known: round_robin, random, least_requests, hash)")]
     Balance(String),
     #[error("client_cert and client_key go together: give both or neither")]

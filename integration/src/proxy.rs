@@ -26,8 +26,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The proxy's `RUST_LOG` in tests.
-pub const LOG_FILTER: &str =
-    "info,wasm=trace,wasmtime=info,wasmparser=info";
+pub const LOG_FILTER: &str = "info,wasm=trace,wasmtime=info,wasmparser=info";
 
 /// A running proxy. Stopped (SIGINT, then SIGKILL) when dropped.
 #[derive(Debug)]

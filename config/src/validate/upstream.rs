@@ -180,7 +180,7 @@ fn balance(
             return match (&hash.header, hash.source_ip) {
                 (Some(h), None | Some(false)) if !h.is_empty() => {
                     if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        let problem = Problem::HeaderName(h.clone());
+                        let problem = Problem::HashHeaderName(h.clone());
                         report.add(&format!("{key}.hash.header"), problem);
                     }
                     Balance::Hash(HashKey::Header(h.to_ascii_lowercase()))
