@@ -735,13 +735,12 @@ impl ChainStream {
     /// Delivers one event to filter `i`, creating its context first if needed.
     fn deliver(&mut self, i: usize, event: HttpEvent) -> Step {
         let pool = self.chain.filters[i].clone();
-        let slot = match self.bindings[i] {
+        let (slot, mut guard) = match self.bindings[i] {
             Binding::Skipped => return Step::Skip,
             Binding::Lost => return Step::Fail,
-            Binding::Bound { slot, .. } => slot,
-            Binding::Unbound => pool.slot_for_current_thread(),
+            Binding::Bound { slot, .. } => (slot, pool.lock(slot)),
+            Binding::Unbound => pool.lock_free(),
         };
-        let mut guard = pool.lock(slot);
         let (vm, context) = match self.bindings[i] {
             Binding::Bound {
                 incarnation,

@@ -513,7 +513,7 @@ fn host_functions_survive_arbitrary_arguments() {
             let ctx = if with_stream { 2 } else { 1 };
             let outcome = t.vm.test_with_stream(ctx, &mut stream, |store, instance| {
                 let f = instance.get_func(&mut *store, "call").expect("call");
-                store.data_mut().ticks_used = 0;
+                store.data_mut().start_call();
                 store.set_epoch_deadline(1);
                 f.call(&mut *store, &args, &mut [])
                     .map_err(|e| crate::Fault::from_wasmtime("fuzz", e))

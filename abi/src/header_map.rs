@@ -50,6 +50,7 @@ impl Pseudo {
             Self::Method => http::Method::from_bytes(value).is_ok(),
             Self::Authority => !value.is_empty() && http::uri::Authority::try_from(value).is_ok(),
             Self::Scheme => value == b"http" || value == b"https",
+            // Three digits here; whether the code may be set is `HeaderMap::status_allowed`.
             Self::Status => {
                 value.len() == 3 && value.iter().all(u8::is_ascii_digit) && value[0] != b'0'
             }
@@ -209,7 +210,7 @@ impl HeaderMap {
     /// `proxy_add_header_map_value`: appends a value; duplicates are allowed. For a
     /// pseudo-header, which has one value, it sets the value.
     pub fn add(&mut self, name: &[u8], value: &[u8], max_bytes: usize) -> HostResult {
-        match parse_field(name, value, max_bytes)? {
+        match self.parse_status_checked(name, value, max_bytes)? {
             (FieldName::Pseudo(p), v) => self.set_pseudo(p, v),
             (FieldName::Header(h), v) => {
                 self.push(h.clone(), v.clone());
@@ -221,7 +222,7 @@ impl HeaderMap {
 
     /// `proxy_replace_header_map_value`: the name gets exactly this one value.
     pub fn replace(&mut self, name: &[u8], value: &[u8], max_bytes: usize) -> HostResult {
-        match parse_field(name, value, max_bytes)? {
+        match self.parse_status_checked(name, value, max_bytes)? {
             (FieldName::Pseudo(p), v) => self.set_pseudo(p, v),
             (FieldName::Header(h), v) => {
                 let mut seen = false;
@@ -346,7 +347,7 @@ impl HeaderMap {
     ) -> HostResult {
         let mut parsed = Vec::new();
         for (k, v) in pairs {
-            parsed.push(parse_field(k, v, max_bytes)?);
+            parsed.push(self.parse_status_checked(k, v, max_bytes)?);
         }
         self.entries
             .retain(|(k, _)| matches!(k, FieldName::Pseudo(_)));
@@ -362,6 +363,33 @@ impl HeaderMap {
             }
         }
         Ok(())
+    }
+
+    /// [`parse_field`], and a `:status` refused unless [`HeaderMap::status_allowed`].
+    fn parse_status_checked(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        max_bytes: usize,
+    ) -> HostResult<(FieldName, HeaderValue)> {
+        let field = parse_field(name, value, max_bytes)?;
+        if field.0 == FieldName::Pseudo(Pseudo::Status) && !self.status_allowed(&field.1) {
+            return Err(bad());
+        }
+        Ok(field)
+    }
+
+    /// Whether a filter may give `:status` this (three-digit) value: a final status, by the
+    /// rule local replies follow ([`crate::types::is_final_status`]), or the value it has now.
+    /// An informational code (1xx, 101 included) would make the proxy send an interim
+    /// response and never a final one; the status of a response that has one already (a
+    /// `101 Switching Protocols` upgrade) may be written back unchanged.
+    fn status_allowed(&self, value: &HeaderValue) -> bool {
+        let code = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
+        code.is_some_and(crate::types::is_final_status)
+            || self.pseudo(Pseudo::Status) == Some(value)
     }
 
     fn set_pseudo(&mut self, pseudo: Pseudo, value: HeaderValue) {

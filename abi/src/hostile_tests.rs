@@ -143,7 +143,7 @@ fn every_host_function_survives_garbage_arguments() {
                 .collect();
             let outcome = vm.test_with_stream(2, &mut s, |store, instance| {
                 let f = instance.get_func(&mut *store, "call").expect("call");
-                store.data_mut().ticks_used = 0;
+                store.data_mut().start_call();
                 store.set_epoch_deadline(1);
                 f.call(&mut *store, &args, &mut [])
                     .map_err(|e| crate::Fault::from_wasmtime("garbage", e))

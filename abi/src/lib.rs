@@ -44,6 +44,7 @@ mod module;
 pub mod pairs;
 mod plugin;
 mod pool;
+mod preempt;
 mod runtime;
 pub mod shared;
 mod state;

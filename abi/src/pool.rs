@@ -193,14 +193,37 @@ impl FilterPool {
 
     /// Exclusive use of a slot. Calls into one VM are serialized, like Envoy's per-worker VM.
     /// Guest calls are synchronous and bounded by the callback deadline, so the lock is held for
-    /// microseconds (at worst the deadline); never hold the guard across an `.await`.
+    /// microseconds (at worst the deadline); a wait that is not momentary gives the worker away
+    /// first (see [`crate::preempt`]). Never hold the guard across an `.await`.
     pub fn lock(&self, slot: usize) -> SlotGuard<'_> {
         let index = slot % self.slots.len();
         SlotGuard {
             pool: self,
             index,
-            slot: self.slots[index].lock(),
+            slot: crate::preempt::lock(&self.slots[index]),
         }
+    }
+
+    /// A free slot for a new stream: the current thread's if it is free, else any free one,
+    /// so that a stream never waits behind a VM busy in a long call while another is idle.
+    /// When every VM is busy, the thread's own slot, waited for in [`crate::preempt::lock`].
+    pub fn lock_free(&self) -> (usize, SlotGuard<'_>) {
+        let n = self.slots.len();
+        let first = self.slot_for_current_thread();
+        for k in 0..n {
+            let index = (first + k) % n;
+            if let Some(slot) = self.slots[index].try_lock() {
+                return (
+                    index,
+                    SlotGuard {
+                        pool: self,
+                        index,
+                        slot,
+                    },
+                );
+            }
+        }
+        (first, self.lock(first))
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the epoch ticker that bounds how long any guest call runs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::{
@@ -74,6 +74,8 @@ struct Inner {
     linker: Linker<HostState>,
     config: RuntimeConfig,
     stop: Arc<AtomicBool>,
+    /// Epoch ticks since the runtime started, as the engine counts them.
+    epoch: Arc<AtomicU64>,
     background: Background,
     shared: Arc<SharedStores>,
     abandoned: Arc<Abandoned>,
@@ -112,7 +114,13 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         crate::host::add_to_linker(&mut linker)?;
         let stop = Arc::new(AtomicBool::new(false));
-        start_ticker(engine.clone(), config.epoch_tick, stop.clone())?;
+        let epoch = Arc::new(AtomicU64::new(0));
+        start_ticker(
+            engine.clone(),
+            config.epoch_tick,
+            stop.clone(),
+            epoch.clone(),
+        )?;
         let background = Background::new()
             .map_err(|e| wasmtime::format_err!("cannot start the host executor: {e}"))?;
         Ok(Runtime {
@@ -121,6 +129,7 @@ impl Runtime {
                 linker,
                 config,
                 stop,
+                epoch,
                 background,
                 shared: Arc::new(SharedStores::default()),
                 abandoned: Arc::default(),
@@ -138,6 +147,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// Epoch ticks since the runtime started: the clock callback deadlines count.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Relaxed)
     }
 
     pub(crate) fn abandoned_compiles(&self) -> &Arc<Abandoned> {
@@ -194,12 +208,19 @@ fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
 
 /// Advances the engine's epoch every `tick`; guest code checks it at loop heads and function
 /// entries, which is how a callback's deadline interrupts even an endless loop.
-fn start_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) -> wasmtime::Result<()> {
+fn start_ticker(
+    engine: Engine,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+) -> wasmtime::Result<()> {
     std::thread::Builder::new()
         .name("wasm-epoch".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
+                // Ours first: a guest that sees the engine's new epoch finds it counted.
+                epoch.fetch_add(1, Ordering::Relaxed);
                 engine.increment_epoch();
             }
         })

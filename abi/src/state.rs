@@ -70,6 +70,10 @@ pub struct HostState {
     /// Epoch ticks the current call has used, against `tick_budget`.
     pub(crate) ticks_used: u32,
     pub(crate) tick_budget: u32,
+    /// The runtime's epoch when the current call started.
+    pub(crate) call_epoch: u64,
+    /// Whether the current call gave its worker away (it ran long): see [`crate::preempt`].
+    pub(crate) hand_over: crate::preempt::HandOver,
     pub(crate) limiter: Limiter,
     /// This VM's handles on the shared stores, and its root context's `proxy_done` state.
     pub(crate) shared: crate::shared::VmShared,
@@ -95,6 +99,13 @@ impl std::fmt::Debug for HostState {
 }
 
 impl HostState {
+    /// Resets the deadline's count for a new call into the guest.
+    pub(crate) fn start_call(&mut self) {
+        self.ticks_used = 0;
+        self.call_epoch = self.runtime.epoch();
+        self.hand_over = crate::preempt::HandOver::default();
+    }
+
     pub(crate) fn new(
         plugin: Arc<PluginInfo>,
         runtime: Runtime,
@@ -128,6 +139,8 @@ impl HostState {
             ticker: None,
             ticks_used: 0,
             tick_budget,
+            call_epoch: 0,
+            hand_over: crate::preempt::HandOver::default(),
             limiter,
             shared: crate::shared::VmShared::default(),
             grpc_streams: HashMap::new(),

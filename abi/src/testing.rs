@@ -131,7 +131,7 @@ impl Vm {
                 .expect("test export exists");
             let params: Vec<Val> = args.iter().map(|a| Val::I32(*a as i32)).collect();
             let mut results = vec![Val::I32(0); f.ty(&*store).results().len()];
-            store.data_mut().ticks_used = 0;
+            store.data_mut().start_call();
             store.set_epoch_deadline(1);
             f.call(&mut *store, &params, &mut results)
                 .map_err(|e| Fault::from_wasmtime("test", e))?;

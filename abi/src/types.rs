@@ -29,6 +29,14 @@ impl Status {
 /// The outcome of a host call before it is turned into a status code.
 pub type HostResult<T = ()> = Result<T, Status>;
 
+/// Whether a filter may answer with HTTP status `code`: a final status, 200 to 599. Local
+/// replies (`proxy_send_local_response`) and writes of `:status` both follow it: a 1xx code is
+/// informational (a proxy that sent one would still owe the client a final response), and
+/// Pingora has no reason phrase beyond 599.
+pub(crate) fn is_final_status(code: u32) -> bool {
+    (200..=599).contains(&code)
+}
+
 /// Which buffer a `proxy_{get,set}_buffer_bytes` call names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BufferType {

@@ -43,12 +43,17 @@ impl std::fmt::Debug for Vm {
     }
 }
 
-/// Counts epoch ticks against the current call's budget: the deadline, as wall time.
+/// Counts the epoch ticks since the call started against its budget: the deadline, as wall
+/// time. Ticks are counted from the runtime's clock, not from these callbacks: a thread that
+/// was descheduled for several ticks sees one callback for all of them.
 fn on_epoch_tick(
     mut cx: wasmtime::StoreContextMut<'_, HostState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let state = cx.data_mut();
-    state.ticks_used += 1;
+    let elapsed = state.runtime.epoch().saturating_sub(state.call_epoch);
+    state.ticks_used = u32::try_from(elapsed)
+        .unwrap_or(u32::MAX)
+        .max(state.ticks_used.saturating_add(1));
     if state.ticks_used >= state.tick_budget {
         let deadline = state.plugin.limits.callback_deadline;
         return Err(wasmtime::Error::new(Fault::new(
@@ -57,6 +62,8 @@ fn on_epoch_tick(
             format!("callback ran past its deadline of {deadline:?}"),
         )));
     }
+    // A long call lets the worker's other tasks run elsewhere meanwhile.
+    state.hand_over.on_tick(state.ticks_used);
     Ok(UpdateDeadline::Continue(1))
 }
 
@@ -67,7 +74,7 @@ fn call<P: WasmParams, R: WasmResults>(
     f: &TypedFunc<P, R>,
     params: P,
 ) -> Result<R, Fault> {
-    store.data_mut().ticks_used = 0;
+    store.data_mut().start_call();
     store.set_epoch_deadline(1);
     f.call(&mut *store, params)
         .map_err(|e| Fault::from_wasmtime(during, e))
@@ -196,11 +203,21 @@ impl Vm {
         Ok(self)
     }
 
+    /// A context id no live context has. Ids count up and wrap after 2^32 (a VM may serve
+    /// that many streams); 0 means "no parent" and is never handed out, and neither is the
+    /// root's id or the id of a stream context still alive (a long, paused stream).
     fn next_id(&mut self) -> u32 {
-        let id = self.next_context_id;
-        // Ids are never reused while the VM lives; 0 is reserved for "no parent".
-        self.next_context_id = self.next_context_id.checked_add(1).unwrap_or(2);
-        id
+        let state = self.store.data();
+        loop {
+            let id = self.next_context_id;
+            self.next_context_id = self.next_context_id.checked_add(1).unwrap_or(1);
+            let taken = id == 0
+                || (state.root_context_id != 0 && id == state.root_context_id)
+                || state.live_contexts.contains(&id);
+            if !taken {
+                return id;
+            }
+        }
     }
 
     /// The root context's id.

@@ -257,3 +257,59 @@ fn a_map_that_came_in_over_the_caps_can_still_shrink() {
     assert_eq!(m.remove(b"x-2"), Ok(()));
     assert_eq!(m.len(), 19);
 }
+
+fn response(status: &'static str) -> HeaderMap {
+    let mut m = HeaderMap::with_capacity(4);
+    m.push_pseudo(Pseudo::Status, HeaderValue::from_static(status));
+    m.push(
+        HeaderName::from_static("server"),
+        HeaderValue::from_static("origin"),
+    );
+    m
+}
+
+/// `:status` takes a final code only (the local-reply rule, 200..=599): an informational code
+/// would make the proxy send an interim response and never a final one. Every way of writing
+/// it is checked, and a refused write changes nothing.
+#[test]
+fn status_accepts_only_final_codes() {
+    let mut m = response("200");
+    for bad in [
+        &b"100"[..],
+        b"101",
+        b"103",
+        b"199",
+        b"600",
+        b"999",
+        b"099",
+        b"2000",
+    ] {
+        assert_eq!(m.replace(b":status", bad, MAX), Err(Status::BadArgument));
+        assert_eq!(m.add(b":status", bad, MAX), Err(Status::BadArgument));
+        let pairs: [(&[u8], &[u8]); 2] = [(b"x", b"1"), (b":status", bad)];
+        assert_eq!(m.set_all(pairs, MAX), Err(Status::BadArgument));
+        assert_eq!(names(&m), [":status=200", "server=origin"]);
+    }
+    assert!(!m.is_modified());
+    for good in [&b"200"[..], b"204", b"302", b"418", b"503", b"599"] {
+        m.replace(b":status", good, MAX).unwrap();
+        assert_eq!(m.pseudo(Pseudo::Status).unwrap().as_bytes(), good);
+    }
+    m.add(b":status", b"201", MAX).unwrap();
+    let pairs: [(&[u8], &[u8]); 1] = [(b":status", b"404")];
+    m.set_all(pairs, MAX).unwrap();
+    assert_eq!(names(&m), [":status=404"]);
+}
+
+/// A response that is informational already (an upgrade's 101) may have its status written
+/// back unchanged, as a filter that sets every pair it read does; not changed to another 1xx.
+#[test]
+fn an_informational_status_may_be_kept_but_not_set() {
+    let mut m = response("101");
+    let pairs: [(&[u8], &[u8]); 2] = [(b":status", b"101"), (b"upgrade", b"websocket")];
+    m.set_all(pairs, MAX).unwrap();
+    m.replace(b":status", b"101", MAX).unwrap();
+    assert_eq!(m.replace(b":status", b"100", MAX), Err(Status::BadArgument));
+    m.replace(b":status", b"200", MAX).unwrap();
+    assert_eq!(m.replace(b":status", b"101", MAX), Err(Status::BadArgument));
+}

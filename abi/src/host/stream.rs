@@ -110,7 +110,7 @@ fn send_local_response(
         let body = slice(mem, body_ptr, body_size)?;
         let headers = slice(mem, headers_ptr, headers_size)?;
         let limits = &state.plugin.limits;
-        if !(200..=599).contains(&status) || body.len() > limits.max_local_reply_body {
+        if !crate::types::is_final_status(status) || body.len() > limits.max_local_reply_body {
             return Err(Status::BadArgument);
         }
         let entries = pairs::decode(headers, limits.max_pairs, limits.max_pairs_bytes)

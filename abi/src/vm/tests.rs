@@ -318,3 +318,128 @@ fn abi_0_1_0_headers_callbacks_take_two_arguments() {
     .unwrap();
     assert_eq!(log.lines.lock().as_slice(), ["info: v1 headers"]);
 }
+
+/// Context ids wrap after 2^32 without handing out the root's id, 0, or the id of a context
+/// still alive.
+#[test]
+fn context_ids_wrap_around_live_contexts() {
+    let (rt, _) = runtime_with_log();
+    let mut vm = Vm::start(&plugin_from_wat(&rt, &tracer(""), config("t"))).unwrap();
+    let root = vm.root_context_id();
+    let mut stream = Some(Box::new(HttpStream::default()));
+    let alive = vm.create_http_context(&mut stream).unwrap();
+    let ended = vm.create_http_context(&mut stream).unwrap();
+    vm.finish_http(ended, &mut stream).unwrap();
+    vm.next_context_id = u32::MAX;
+    let last = vm.create_http_context(&mut stream).unwrap();
+    assert_eq!(last, u32::MAX);
+    let wrapped = vm.create_http_context(&mut stream).unwrap();
+    assert_eq!(
+        (root, alive, ended),
+        (1, 2, 3),
+        "ids count up from 1 before the wrap"
+    );
+    assert_eq!(wrapped, ended, "the first free id after the wrap");
+    let next = vm.create_http_context(&mut stream).unwrap();
+    assert_eq!(next, 4);
+    for id in [wrapped, next, last] {
+        assert!(id != 0 && id != root && id != alive, "{id}");
+    }
+}
+
+/// A guest call that runs long on a tokio worker gives the worker's other tasks to another
+/// thread, and is still cut at its deadline; so is the next long call on the same thread.
+#[test]
+fn a_long_call_hands_its_worker_over_and_still_meets_its_deadline() {
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rt, _) = runtime();
+    let wat = tracer(
+        r#"(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (loop (br 0)) i32.const 0)"#,
+    );
+    let limits = Limits {
+        callback_deadline: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let plugin = plugin_from_wat(rt, &wat, with_limits(limits));
+    for round in 0..3 {
+        let mut vm = Vm::start(&plugin).unwrap();
+        let started = std::time::Instant::now();
+        let looping = workers.spawn(async move {
+            let mut stream = Some(Box::new(HttpStream::default()));
+            let ctx = vm.create_http_context(&mut stream).unwrap();
+            let event = HttpEvent::ResponseHeaders {
+                end_of_stream: false,
+            };
+            vm.on_http(ctx, &mut stream, event).unwrap_err()
+        });
+        // Queued behind the loop on the only worker.
+        let other = workers.spawn(async move { started.elapsed() });
+        let other = workers.block_on(other).unwrap();
+        let fault = workers.block_on(looping).unwrap();
+        let took = started.elapsed();
+        assert_eq!(fault.kind, FaultKind::Deadline, "round {round}: {fault}");
+        assert!(
+            other < std::time::Duration::from_millis(200),
+            "round {round}: a task queued behind the loop ran after {other:?}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "round {round}: the loop was cut after {took:?}"
+        );
+    }
+}
+
+/// Two streams of one filter with one VM, on one worker: the second waits for the VM without
+/// holding the worker, and both loops are cut at their deadline.
+#[test]
+fn a_stream_waiting_for_a_busy_vm_does_not_hold_the_worker() {
+    use crate::chain::{Chain, ChainStream, Verdict};
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rt, _) = runtime();
+    let wat = tracer(
+        r#"(func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (loop (br 0)) i32.const 0)"#,
+    );
+    let limits = Limits {
+        callback_deadline: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let plugin = plugin_from_wat(rt, &wat, with_limits(limits));
+    let pool = crate::pool::FilterPool::new(plugin, 1).unwrap();
+    let chain = Chain::new(vec![pool]);
+    let started = std::time::Instant::now();
+    let mut loops = Vec::new();
+    for _ in 0..3 {
+        let chain = chain.clone();
+        loops.push(workers.spawn(async move {
+            let mut cs = ChainStream::new(chain, HttpStream::default());
+            cs.on_request_headers(true);
+            let verdict = cs.on_response_headers(false);
+            (verdict, started.elapsed())
+        }));
+    }
+    let other = workers.spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        started.elapsed()
+    });
+    let other = workers.block_on(other).unwrap();
+    for l in loops {
+        let (verdict, took) = workers.block_on(l).unwrap();
+        assert!(matches!(verdict, Verdict::Failed { .. }), "{verdict:?}");
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "a loop took {took:?}"
+        );
+    }
+    assert!(
+        other < std::time::Duration::from_millis(250),
+        "a task ran after {other:?}"
+    );
+}

@@ -45,6 +45,7 @@ const IMPORTS: &str = r#"
   (import "env" "proxy_done" (func $done (result i32)))
   (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
   (import "env" "proxy_get_property" (func $property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes (param i32 i32) (result i32)))
@@ -267,6 +268,8 @@ pub struct FilterSpec {
     pub wat: String,
     pub fail_open: bool,
     pub vm_id: String,
+    /// The filter's `limits` mapping in flow style (`{callback_deadline_ms: 2000}`), if any.
+    pub limits: Option<String>,
 }
 
 impl FilterSpec {
@@ -276,11 +279,18 @@ impl FilterSpec {
             wat: wat.build(),
             fail_open: false,
             vm_id: String::new(),
+            limits: None,
         }
     }
 
     pub fn fail_open(mut self) -> FilterSpec {
         self.fail_open = true;
+        self
+    }
+
+    /// Sets the filter's `limits` (a YAML flow mapping).
+    pub fn limits(mut self, limits: &str) -> FilterSpec {
+        self.limits = Some(limits.into());
         self
     }
 
@@ -351,6 +361,9 @@ impl Env {
                 f.fail_open,
                 f.vm_id
             );
+            if let Some(limits) = &f.limits {
+                let _ = writeln!(text, "    limits: {limits}");
+            }
         }
         text.push_str(
             "routes:\n  - match: {path_prefix: /benign/}\n    upstream: capture\n    filters: []\n",
