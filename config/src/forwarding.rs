@@ -55,7 +55,7 @@ pub enum XForwarded {
 pub struct RequestId {
     /// The header that carries it (`header`), lowercased, a valid header name that is not a
     /// connection or framing header; default `x-request-id`.
-    pub header: String,
+    pub header: http::HeaderName,
     /// Make one (a UUID v4) when the request has none, or an unusable one (`generate`);
     /// default true.
     pub generate: bool,
@@ -66,7 +66,7 @@ pub struct RequestId {
 impl Default for RequestId {
     fn default() -> Self {
         RequestId {
-            header: "x-request-id".to_owned(),
+            header: http::HeaderName::from_static("x-request-id"),
             generate: true,
             echo: true,
         }
@@ -191,7 +191,7 @@ fn cidr(s: &str) -> Result<IpNet, &'static str> {
 }
 
 /// A header name for the request id: a token (RFC 9110 §5.1), lowercased, not reserved.
-fn request_id_header(s: &str) -> Result<String, &'static str> {
+fn request_id_header(s: &str) -> Result<http::HeaderName, &'static str> {
     if s.is_empty() {
         return Err("a header name is required");
     }
@@ -203,7 +203,7 @@ fn request_id_header(s: &str) -> Result<String, &'static str> {
     if RESERVED_HEADERS.contains(&lower.as_str()) {
         return Err("this header has another meaning; choose another, e.g. x-request-id");
     }
-    Ok(lower)
+    http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| "not a header name")
 }
 
 #[cfg(test)]
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(
             f.request_id,
             RequestId {
-                header: "x-trace".into(),
+                header: http::HeaderName::from_static("x-trace"),
                 generate: false,
                 echo: false
             }

@@ -89,7 +89,8 @@ pub(crate) fn on_request(cfg: &Forwarding, session: &mut Session, tls: bool) -> 
 
 /// The request id header as the ABI host should read `request.id` from it.
 pub(crate) fn id_header(cfg: &Forwarding) -> Option<HeaderName> {
-    HeaderName::from_bytes(cfg.request_id.header.as_bytes()).ok()
+    // Parsed when the configuration was loaded: a clone shares its bytes.
+    Some(cfg.request_id.header.clone())
 }
 
 /// Echoes the request id in a response the proxy sends, whether the upstream's or its own.
@@ -133,7 +134,11 @@ fn request_id(cfg: &Forwarding, req: &mut RequestHeader) -> Option<HeaderValue> 
     let id = incoming.or_else(|| {
         cfg.request_id
             .generate
-            .then(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).ok())
+            .then(|| {
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+                HeaderValue::from_str(id).ok()
+            })
             .flatten()
     });
     set(req, name, id.clone());

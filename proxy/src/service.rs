@@ -487,8 +487,8 @@ impl ProxyHttp for WasmGate {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(upstream) = ctx.upstream.clone() {
-            crate::upstream::hooks::connect_failed(&upstream, &mut ctx.attempts, &mut e);
+        if let Some(upstream) = &ctx.upstream {
+            crate::upstream::hooks::connect_failed(upstream, &mut ctx.attempts, &mut e);
         }
         e
     }
@@ -587,10 +587,10 @@ impl ProxyHttp for WasmGate {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.facts.upstream_answered();
-        if let Some(upstream) = ctx.upstream.clone() {
+        if let Some(upstream) = &ctx.upstream {
             let replayable = !ctx.filtered && !session.as_ref().retry_buffer_truncated();
             let status = upstream_response.status.as_u16();
-            crate::upstream::hooks::response(&upstream, &mut ctx.attempts, status, replayable)?;
+            crate::upstream::hooks::response(upstream, &mut ctx.attempts, status, replayable)?;
         }
         // Pingora 0.9.1 refuses a 101 only when the client and the upstream request disagree
         // on the upgrade; a 101 to a request that asked for none would open a tunnel that
@@ -758,9 +758,9 @@ impl ProxyHttp for WasmGate {
         let replayable = !ctx.filtered
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
-        if let Some(upstream) = ctx.upstream.clone()
+        if let Some(upstream) = &ctx.upstream
             && let Some(retry) = crate::upstream::hooks::proxy_failed(
-                &upstream,
+                upstream,
                 &mut ctx.attempts,
                 &e,
                 client_reused,

@@ -93,7 +93,7 @@ impl Endpoint {
 }
 
 /// How the proxy talks to an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     /// HTTP/1.1 (`http1`, the default).
     #[default]
@@ -139,7 +139,7 @@ pub enum HashKey {
 }
 
 /// `tls:` of an upstream: the proxy connects with TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamTls {
     /// Server name sent (SNI) and verified (`sni`); default the endpoint's host (for an IP
     /// endpoint, its address is verified and no SNI is sent).
@@ -154,7 +154,7 @@ pub struct UpstreamTls {
 }
 
 /// `health_check:`: active HTTP checks of every endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {
     /// Request path (`path`), starting with `/`; default `/`.
     pub path: String,

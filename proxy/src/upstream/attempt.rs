@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 
 use pingora::{Error, ErrorType};
+use smallvec::SmallVec;
 use wasmgate_config::Retries;
 
 use super::Pick;
@@ -24,8 +25,8 @@ pub struct Attempts {
     /// The address of the current try, counted as in flight until the request ends or tries
     /// again.
     current: Option<(Pick, ActiveGuard)>,
-    /// Addresses tried, in order.
-    tried: Vec<SocketAddr>,
+    /// Addresses tried, in order (inline for the usual one or two: no allocation per request).
+    tried: SmallVec<[SocketAddr; 2]>,
     /// Retries made.
     retries: u32,
     /// The current try got a response head.

@@ -77,10 +77,13 @@ static SHARED: LazyLock<Mutex<SharedMap>> = LazyLock::new(Default::default);
 /// The settings a [`Shared`] is built from: a change of these starts a new one.
 fn settings_key(config: &UpstreamConfig, tls_digest: Option<&[u8; 32]>) -> u64 {
     let mut h = DefaultHasher::new();
-    format!("{:?}", config.health_check).hash(&mut h);
-    format!("{:?}", config.tls).hash(&mut h);
-    tls_digest.hash(&mut h);
-    format!("{:?}", config.protocol).hash(&mut h);
+    (
+        &config.health_check,
+        &config.tls,
+        tls_digest,
+        config.protocol,
+    )
+        .hash(&mut h);
     h.finish()
 }
 
